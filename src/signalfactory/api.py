@@ -1,0 +1,130 @@
+"""The small Python API: everything the CLI does, from code.
+
+```python
+from signalfactory import SignalFactory, Pipeline
+
+sf = SignalFactory(home="/tmp/sf")
+sf.register("dataset.yaml", "policy_bundle.yaml")
+outcome = sf.run("pipeline.yaml", partition={"dt": "2026-02-15"})
+print(outcome.run.certification_status, sf.certified("ds://curated/orders_enriched").path)
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from signalfactory.core.errors import ConfigError, NotFoundError
+from signalfactory.core.records import CertificationState, DatasetRecord
+from signalfactory.enforcement.pii import load_pii_key
+from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
+from signalfactory.knowledge import SqlStore, open_store
+from signalfactory.pipeline.bootstrap import register, register_files
+from signalfactory.pipeline.hooks import LogAlerter, StoreRecorder
+from signalfactory.pipeline.runner import PipelineRunner, RunOutcome
+from signalfactory.production.spec import PipelineSpec, load_pipeline
+from signalfactory.settings import Settings
+
+
+class SignalFactory:
+    """One home (store + lake) and the operations on it."""
+
+    def __init__(
+        self,
+        home: str | Path | None = None,
+        *,
+        database_url: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        overrides: dict[str, Any] = {}
+        if home is not None:
+            overrides["home"] = Path(home)
+        if database_url is not None:
+            overrides["database_url"] = database_url
+        base = settings or Settings()
+        self.settings = base.model_copy(update=overrides) if overrides else base
+        self._store: SqlStore | None = None
+        self.alerter = LogAlerter()
+
+    @property
+    def store(self) -> SqlStore:
+        if self._store is None:
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+            self._store = open_store(self.settings.store_url)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> SignalFactory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- bootstrap -----------------------------------------------------------------------
+    def register(
+        self, dataset: str | Path | DatasetSpec, policy: str | Path | PolicyBundle
+    ) -> tuple[DatasetRecord, CertificationState]:
+        if isinstance(dataset, DatasetSpec) and isinstance(policy, PolicyBundle):
+            return register(self.store, dataset, policy, self.settings.lake_root)
+        if isinstance(dataset, DatasetSpec) or isinstance(policy, PolicyBundle):
+            raise ConfigError("pass both dataset and policy as objects, or both as file paths")
+        return register_files(self.store, Path(dataset), Path(policy), self.settings.lake_root)
+
+    # -- run-the-engine ------------------------------------------------------------------
+    def _pii_key(self) -> bytes:
+        settings = self.settings
+        fallback = settings.home / "pii.key"
+        if settings.pii_key is None and settings.pii_key_file is None and fallback.is_file():
+            settings = settings.model_copy(update={"pii_key_file": fallback})
+        return load_pii_key(settings)
+
+    def runner(self) -> PipelineRunner:
+        return PipelineRunner(
+            self.store,
+            self.settings.lake_root,
+            self.settings.home / "staging",
+            pii_key=self._pii_key,
+            hooks=[StoreRecorder(self.store), self.alerter],
+        )
+
+    def run(
+        self,
+        pipeline: str | Path | PipelineSpec,
+        partition: Mapping[str, str] | None = None,
+        *,
+        engine: str | None = None,
+        chunk_size: int | None = None,
+    ) -> RunOutcome:
+        if isinstance(pipeline, PipelineSpec):
+            spec = pipeline.model_copy(
+                update={
+                    k: v
+                    for k, v in {"engine": engine, "chunk_size": chunk_size}.items()
+                    if v is not None
+                }
+            )
+        else:
+            spec = load_pipeline(Path(pipeline), {"engine": engine, "chunk_size": chunk_size})
+        return self.runner().run(spec, partition or {})
+
+    # -- queries -------------------------------------------------------------------------
+    def certified(self, dataset_urn: str) -> CertificationState:
+        state = self.store.get_certification(dataset_urn)
+        if state is None:
+            known = ", ".join(d.urn for d in self.store.list_datasets()) or "none yet"
+            raise NotFoundError(
+                f"dataset {dataset_urn} is not registered (registered: {known}). Register it "
+                "with `signalfactory register dataset.yaml --policy policy_bundle.yaml`."
+            )
+        return state
+
+
+Pipeline = PipelineSpec
+
+__all__ = ["Pipeline", "SignalFactory"]

@@ -1,0 +1,1 @@
+"""consumption plane."""

@@ -1,0 +1,256 @@
+"""The ``signalfactory`` command line (Typer + Rich).
+
+Exit codes: 0 success (certified, or gates only warned); 3 run completed but certification
+was held (data quarantined); 1 run failed; 2 invalid input, configuration or usage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import structlog
+import typer
+from rich.console import Console
+
+from signalfactory.api import SignalFactory
+from signalfactory.core.errors import ConfigError, NotFoundError, SignalFactoryError
+from signalfactory.core.records import CertificationStatus, RunStatus
+from signalfactory.pipeline.runner import RunOutcome
+
+app = typer.Typer(
+    name="signalfactory",
+    help="Run data pipelines and prove, at every stage, that the data they publish is good.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+quarantine_app = typer.Typer(help="Quarantined data.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
+
+# Piped output (CI logs, `make demo | tee`) gets room for failure signatures.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+T = TypeVar("T")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HELD = 0, 1, 2, 3
+
+
+def _configure_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(
+            numeric if isinstance(numeric, int) else logging.WARNING
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+
+
+def _factory() -> SignalFactory:
+    sf = SignalFactory()
+    _configure_logging(sf.settings.log_level)
+    return sf
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Turn our errors into a one-paragraph message and the documented exit code."""
+    try:
+        return fn()
+    except SignalFactoryError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _dump(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def run_exit_code(outcome: RunOutcome) -> int:
+    if outcome.run.status is RunStatus.FAILED:
+        return EXIT_FAILED
+    if outcome.run.certification_status is CertificationStatus.HELD_AT_PREVIOUS:
+        return EXIT_HELD
+    return EXIT_OK
+
+
+@app.command()
+def register(
+    dataset_yaml: Annotated[
+        Path, typer.Argument(help="dataset.yaml (URN, owner, tier, storage, SLOs)")
+    ],
+    policy: Annotated[Path, typer.Option("--policy", help="policy_bundle.yaml")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a dataset and approve its policy bundle (bootstrap)."""
+    with _factory() as sf:
+        record, state = _guard(lambda: sf.register(dataset_yaml, policy))
+        if as_json:
+            _dump({"dataset": record.to_dict(), "certification": state.to_dict()})
+        else:
+            console.print(
+                f"registered [bold]{record.urn}[/] (owner {record.owner_team}, "
+                f"tier {record.tier}); certified table: {state.path}"
+            )
+
+
+def _parse_partitions(values: list[str]) -> dict[str, str]:
+    partition: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key or not val:
+            raise ConfigError(
+                f"--partition {value!r} must look like KEY=VALUE, e.g. --partition dt=2026-02-15"
+            )
+        partition[key.strip()] = val.strip()
+    return partition
+
+
+@app.command()
+def run(
+    pipeline_yaml: Annotated[Path, typer.Argument(help="pipeline file")],
+    partition: Annotated[list[str] | None, typer.Option("--partition", help="KEY=VALUE")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="sequential | threads")] = None,
+    chunk_size: Annotated[int | None, typer.Option("--chunk-size", help="rows per chunk")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a pipeline for one partition: bronze → silver → gold, gates, certification."""
+    with _factory() as sf:
+        parts = _guard(lambda: _parse_partitions(partition or []))
+        outcome = _guard(lambda: sf.run(pipeline_yaml, parts, engine=engine, chunk_size=chunk_size))
+        if as_json:
+            _dump(outcome.to_dict())
+        else:
+            from signalfactory.consumption.report import render_run
+
+            render_run(console, outcome.run, outcome.evidence, outcome.alerts, outcome.reused)
+        code = run_exit_code(outcome)
+        if code == EXIT_FAILED and not as_json:
+            err.print(f"[bold red]error:[/] {outcome.run.error}", highlight=False)
+        raise typer.Exit(code)
+
+
+@app.command()
+def status(run_id: str, as_json: JsonOpt = False) -> None:
+    """Show one run: status, rows, stages and evidence."""
+    with _factory() as sf:
+        record = sf.store.get_run(run_id)
+        if record is None:
+            _guard(
+                lambda: (_ for _ in ()).throw(
+                    NotFoundError(
+                        f"run {run_id} does not exist in {sf.settings.store_url.split('@')[-1]}. "
+                        "List runs with `signalfactory runs`."
+                    )
+                )
+            )
+            return
+        evidence = sf.store.list_evidence(run_id=run_id)
+        if as_json:
+            _dump({**record.to_dict(), "evidence": [e.to_dict() for e in evidence]})
+        else:
+            from signalfactory.consumption.report import render_run
+
+            render_run(console, record, evidence)
+
+
+@app.command()
+def runs(
+    dataset: Annotated[str | None, typer.Option("--dataset", help="dataset URN")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first."""
+    with _factory() as sf:
+        found = sf.store.list_runs(dataset_urn=dataset, limit=limit)
+        if as_json:
+            _dump([r.to_dict() for r in found])
+        else:
+            from signalfactory.consumption.report import runs_table
+
+            console.print(runs_table(found))
+
+
+@app.command()
+def evidence(
+    run: Annotated[str | None, typer.Option("--run", help="run id")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="dataset URN")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List evidence records (immutable PASS/FAIL/WARN per gate)."""
+    with _factory() as sf:
+        found = sf.store.list_evidence(run_id=run, dataset_urn=dataset)
+        if as_json:
+            _dump([e.to_dict() for e in found])
+        else:
+            from signalfactory.consumption.report import evidence_table
+
+            console.print(evidence_table(found, title="Evidence"))
+
+
+@app.command()
+def certified(dataset_urn: str, as_json: JsonOpt = False) -> None:
+    """Where the certified table of a dataset stands (a path any Delta reader opens)."""
+    with _factory() as sf:
+        state = _guard(lambda: sf.certified(dataset_urn))
+        if as_json:
+            _dump(state.to_dict())
+        else:
+            from signalfactory.consumption.report import certification_table
+
+            console.print(certification_table([state]))
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    dataset: Annotated[str | None, typer.Option("--dataset", help="dataset URN")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List quarantine tables with row counts and reasons."""
+    with _factory() as sf:
+        found = sf.store.list_quarantine(dataset_urn=dataset)
+        if as_json:
+            _dump([q.to_dict() for q in found])
+            return
+        from rich.table import Table
+
+        table = Table(title="Quarantine", title_justify="left")
+        for column in ("table", "run", "stage", "rows", "batch", "top reasons", "path"):
+            table.add_column(column)
+        for q in found:
+            top = sorted(q.reasons.items(), key=lambda kv: -kv[1])[:3]
+            table.add_row(
+                q.table_name,
+                q.run_id,
+                str(q.stage),
+                f"{q.rows:,}",
+                "yes" if q.batch_level else "no",
+                "; ".join(f"{k} ×{v}" for k, v in top),
+                q.path,
+            )
+        console.print(table)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path | None, typer.Option("--dir", help="where to write the demo")] = None,
+) -> None:
+    """Generate orders data, register the dataset and run three days through the gates."""
+    from signalfactory.consumption.demo import run_demo
+
+    _configure_logging("ERROR")
+    code = _guard(lambda: run_demo(directory, console))
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()

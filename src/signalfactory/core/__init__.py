@@ -1,0 +1,1 @@
+"""Pure domain core: records, errors and protocols. Imports nothing above it."""

@@ -1,0 +1,1 @@
+"""enforcement plane."""

@@ -1,0 +1,166 @@
+"""G3_SCHEMA: fingerprint the observed schema and conform it to the declared one.
+
+Modes (``schema.mode`` in the policy bundle):
+
+- ``strict``: every declared field must arrive with exactly its declared type (no widening);
+  at gold, any drift from the certified table (even an added field) fails.
+- ``compatible`` (default): numeric widening is allowed (INTEGER where DECIMAL is declared);
+  at gold an added field is a warning (``FIELD_ADDED:x``); a removed or retyped field fails.
+- ``breaking``: the producer announced a breaking change. Removed and retyped fields are
+  reported as warnings at bronze; the gold G3_SCHEMA check against the certified table still
+  stops a type change from reaching consumers.
+
+Text sources (CSV) carry no types: a declared column is cast, a column none of whose values
+cast keeps the observed type ``STRING`` (a schema break, e.g.
+``SCHEMA_BREAK:order_total:DECIMAL→STRING``), and single values that do not cast fail their row
+with ``TYPE_MISMATCH:order_total:DECIMAL``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import polars as pl
+
+from signalfactory.core.records import Stage
+from signalfactory.enforcement.catalog import G3_SCHEMA
+from signalfactory.enforcement.checks import REASONS, SYSTEM_PREFIX
+from signalfactory.enforcement.outcomes import GateTally
+from signalfactory.enforcement.policy import PolicyBundle
+from signalfactory.enforcement.types import observed_type
+
+
+def fingerprint(schema: Mapping[str, str]) -> str:
+    text = "|".join(f"{name}:{kind}" for name, kind in sorted(schema.items()))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def logical_schema(df_schema: Mapping[str, pl.DataType]) -> dict[str, str]:
+    return {
+        name: observed_type(dtype)
+        for name, dtype in df_schema.items()
+        if not name.startswith(SYSTEM_PREFIX)
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Conformed:
+    df: pl.DataFrame
+    invalid: pl.DataFrame
+    tally: GateTally
+    broken: bool
+
+
+def conform(df: pl.DataFrame, policy: PolicyBundle, *, typed: bool) -> Conformed:
+    """Cast declared columns; report breaks, warnings and uncastable rows."""
+    mode = policy.schema_.mode
+    tally = GateTally(stage=Stage.BRONZE, gate=G3_SCHEMA, rows_checked=df.height)
+    observed = logical_schema(df.schema)
+    tally.metrics["schema_fingerprint"] = fingerprint(observed)
+    declared = {c.field: c for c in policy.schema_.constraints}
+    breaks: list[str] = []
+    warnings: list[str] = []
+    casts: list[pl.Expr] = []
+    cast_failures: list[tuple[str, pl.Expr]] = []
+    for name, constraint in declared.items():
+        expected = constraint.logical
+        if name not in df.columns:
+            (warnings if mode == "breaking" else breaks).append(f"MISSING_FIELD:{name}")
+            casts.append(pl.lit(None, expected.polars_dtype()).alias(name))
+            continue
+        dtype = df.schema[name]
+        seen = observed_type(dtype)
+        if seen == "STRING" and expected.name != "STRING" and not typed:
+            cast = expected.from_text(name)
+            bad = (
+                pl.col(name).is_not_null() & (pl.col(name).str.strip_chars() != "") & cast.is_null()
+            )
+            n_bad, n_present = df.select(
+                bad.sum().alias("bad"), pl.col(name).is_not_null().sum().alias("present")
+            ).row(0)
+            if n_present and n_bad == n_present:
+                sig = f"SCHEMA_BREAK:{name}:{expected.name}→STRING"
+                (warnings if mode == "breaking" else breaks).append(sig)
+                continue
+            casts.append(cast.alias(name))
+            if n_bad:
+                cast_failures.append((f"TYPE_MISMATCH:{name}:{expected.name}", bad))
+        elif (seen == expected.name) if mode == "strict" else expected.accepts(seen):
+            if dtype != expected.polars_dtype():
+                casts.append(pl.col(name).cast(expected.polars_dtype(), strict=False).alias(name))
+        else:
+            sig = f"SCHEMA_BREAK:{name}:{expected.name}→{seen}"
+            (warnings if mode == "breaking" else breaks).append(sig)
+    # Constraints may list only some fields (as in the PRD's example), so fields beyond them
+    # are listed, not rejected; drift against the certified table is judged at gold.
+    tally.metrics["undeclared_fields"] = sorted(n for n in observed if n not in declared)
+    for sig in breaks:
+        tally.batch_signatures[sig] += 1
+    for sig in warnings:
+        tally.warn_signatures[sig] += 1
+    if breaks:
+        tally.rows_failed = df.height
+        invalid = df.with_columns(pl.lit("; ".join(breaks)).alias(REASONS))
+        return Conformed(df.clear(), invalid, tally, broken=True)
+    invalid = df.clear().with_columns(pl.lit(None, pl.String).alias(REASONS))
+    if cast_failures:
+        flags = [expr.alias(f"__sf_c{i}") for i, (_, expr) in enumerate(cast_failures)]
+        marked = df.with_columns(flags)
+        names = [f"__sf_c{i}" for i in range(len(cast_failures))]
+        any_bad = pl.any_horizontal(names)
+        invalid = (
+            marked.filter(any_bad)
+            .with_columns(
+                pl.concat_str(
+                    [
+                        pl.when(pl.col(n)).then(pl.lit(sig))
+                        for n, (sig, _) in zip(names, cast_failures, strict=True)
+                    ],
+                    separator="; ",
+                    ignore_nulls=True,
+                ).alias(REASONS)
+            )
+            .drop(names)
+        )
+        for n, (sig, _) in zip(names, cast_failures, strict=True):
+            tally.row_signatures[sig] += int(marked.select(pl.col(n).sum()).item())
+        tally.rows_failed = invalid.height
+        df = marked.filter(~any_bad).drop(names)
+    if casts:
+        df = df.with_columns(casts)
+    return Conformed(df, invalid, tally, broken=False)
+
+
+def compare_output(
+    stage: Stage,
+    output: Mapping[str, pl.DataType],
+    certified: Mapping[str, str] | None,
+    mode: str,
+    rows: int,
+) -> GateTally:
+    """Gold G3_SCHEMA: is the output compatible with what consumers of the certified table read?"""
+    tally = GateTally(stage=stage, gate=G3_SCHEMA, rows_checked=rows)
+    current = logical_schema(output)
+    tally.metrics["schema_fingerprint"] = fingerprint(current)
+    if certified is None:
+        tally.metrics["drift"] = "NONE (first certification)"
+        return tally
+    drift = []
+    for name, kind in certified.items():
+        if name not in current:
+            tally.batch_signatures[f"MISSING_FIELD:{name}"] += 1
+            drift.append("REMOVED_FIELD")
+        elif current[name] != kind:
+            tally.batch_signatures[f"SCHEMA_BREAK:{name}:{kind}→{current[name]}"] += 1
+            drift.append("TYPE_CHANGE")
+    for name in current:
+        if name not in certified:
+            drift.append("ADDED_FIELD")
+            if mode == "strict":
+                tally.batch_signatures[f"UNEXPECTED_FIELD:{name}"] += 1
+            else:
+                tally.warn_signatures[f"FIELD_ADDED:{name}"] += 1
+    tally.metrics["drift"] = ",".join(sorted(set(drift))) or "NONE"
+    return tally

@@ -1,0 +1,236 @@
+"""What happens to one chunk: bronze → silver → gold with the gates of each stage.
+
+Runs on an engine worker. Valid rows of each layer and quarantined rows are staged as Parquet
+files by the worker itself; the driver only adds up the small ``ChunkOutcome`` values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from signalfactory.core.records import Stage
+from signalfactory.enforcement.catalog import DQ, G3_SCHEMA, G4_CONTRACT, G5_PII
+from signalfactory.enforcement.checks import (
+    RowRule,
+    applicable,
+    compile_rules,
+    evaluate_rows,
+)
+from signalfactory.enforcement.outcomes import GateTally
+from signalfactory.enforcement.pii import PiiRemediator, detect
+from signalfactory.enforcement.policy import PolicyBundle
+from signalfactory.enforcement.schema import compare_output, conform
+from signalfactory.pipeline.uniqueness import Sequencer, UniqueTracker
+from signalfactory.production.formats import ROW_COLUMN, Chunk
+from signalfactory.production.lake import StagedLayer
+from signalfactory.production.steps import StepFn, apply_steps
+
+STAGE_COLUMN = "_sf_stage"
+
+
+@dataclass
+class ChunkOutcome:
+    index: int
+    rows_read: int = 0
+    rows_quarantined: int = 0
+    rows_dropped: int = 0
+    rows_added: int = 0
+    rows_gold: int = 0
+    rows_silver: int = 0
+    rows_bronze: int = 0
+    broken: bool = False
+    tallies: list[GateTally] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    gold_schema: dict[str, pl.DataType] | None = None
+
+
+@dataclass
+class Staging:
+    bronze: StagedLayer
+    silver: StagedLayer
+    gold: StagedLayer
+    quarantine: StagedLayer
+
+
+class ChunkProcessor:
+    """Holds everything a worker needs; ``__call__`` processes one chunk."""
+
+    def __init__(
+        self,
+        *,
+        policy: PolicyBundle,
+        partition: Mapping[str, str],
+        silver_steps: Sequence[tuple[str, StepFn]],
+        gold_steps: Sequence[tuple[str, StepFn]],
+        staging: Staging,
+        certified_schema: Mapping[str, str] | None,
+        remediator: PiiRemediator | None,
+    ) -> None:
+        self.policy = policy
+        self.partition = dict(partition)
+        self.silver_steps = silver_steps
+        self.gold_steps = gold_steps
+        self.staging = staging
+        self.certified_schema = certified_schema
+        self.remediator = remediator
+        self.silver_rules = compile_rules(policy, Stage.SILVER)
+        self.gold_rules = compile_rules(policy, Stage.GOLD)
+        self.trackers = [UniqueTracker(c.column or "") for c in policy.dq if c.check == "unique"]
+        self.sequencer = Sequencer()
+        self.pii_actions: dict[str, str] = {r.pattern: r.action for r in policy.pii.detection}
+        self.pii_patterns = tuple(dict.fromkeys([*self.pii_actions, *policy.pii.scan_for]))
+
+    # -- helpers -------------------------------------------------------------------------
+    def _with_partition(self, df: pl.DataFrame) -> pl.DataFrame:
+        missing = [pl.lit(v).alias(k) for k, v in self.partition.items() if k not in df.columns]
+        return df.with_columns(missing) if missing else df
+
+    def _quarantine(self, out: ChunkOutcome, stage: Stage, df: pl.DataFrame) -> None:
+        if df.height == 0:
+            return
+        if self.remediator is not None and self.pii_actions:
+            findings = detect(df, list(self.pii_actions), self._pii_columns(df))
+            if findings.total:
+                df, _ = self.remediator.remediate(df, self.pii_actions, findings)
+        text = df.with_columns(
+            [pl.col(c).cast(pl.String) for c in df.columns if c not in (ROW_COLUMN,)]
+        ).with_columns(pl.lit(str(stage)).alias(STAGE_COLUMN))
+        self.staging.quarantine.write(out.index, text, suffix=f"-{stage}")
+        out.rows_quarantined += df.height
+
+    def _pii_columns(self, df: pl.DataFrame) -> list[str] | None:
+        columns = self.policy.pii.columns
+        if columns is None:
+            return None
+        return [c for c in columns if c in df.columns]
+
+    def _missing_required(self, df: pl.DataFrame, tally: GateTally) -> bool:
+        missing = [f for f in self.policy.contract_lite.required_fields if f not in df.columns]
+        for name in missing:
+            tally.batch_signatures[f"MISSING_FIELD:{name}"] += 1
+        return bool(missing)
+
+    def _split(
+        self,
+        df: pl.DataFrame,
+        rules: Sequence[RowRule],
+        stage: Stage,
+        gates: Sequence[str],
+        out: ChunkOutcome,
+    ) -> pl.DataFrame:
+        split = evaluate_rows(df, applicable(rules, df.columns), stage, gates)
+        out.tallies.extend(split.tallies)
+        self._quarantine(out, stage, split.invalid)
+        return split.valid
+
+    # -- stages --------------------------------------------------------------------------
+    def __call__(self, chunk: Chunk) -> ChunkOutcome:
+        out = ChunkOutcome(index=chunk.index, rows_read=chunk.df.height)
+        clock = time.perf_counter()
+        if chunk.malformed is not None and chunk.malformed.height:
+            out.rows_read += chunk.malformed.height
+            tally = GateTally(
+                stage=Stage.BRONZE,
+                gate=G3_SCHEMA,
+                rows_checked=chunk.malformed.height,
+                rows_failed=chunk.malformed.height,
+            )
+            tally.row_signatures["MALFORMED_ROW"] += chunk.malformed.height
+            out.tallies.append(tally)
+            self._quarantine(out, Stage.BRONZE, chunk.malformed)
+        if chunk.df.height == 0:
+            with self.sequencer.turn(chunk.index):
+                pass
+            return out
+
+        conformed = conform(chunk.df, self.policy, typed=chunk.typed)
+        out.tallies.append(conformed.tally)
+        self._quarantine(out, Stage.BRONZE, conformed.invalid)
+        if conformed.broken:
+            out.broken = True
+            with self.sequencer.turn(chunk.index):
+                pass
+            return out
+        bronze = self._with_partition(conformed.df)
+        self.staging.bronze.write(chunk.index, bronze)
+        out.rows_bronze = bronze.height
+        out.seconds["bronze"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        silver = apply_steps(bronze, self.silver_steps)
+        self._count_step_delta(out, bronze.height, silver.height)
+        contract = GateTally(stage=Stage.SILVER, gate=G4_CONTRACT)
+        self._missing_required(silver, contract)
+        out.tallies.append(contract)
+        with self.sequencer.turn(chunk.index):
+            flags = [
+                t.check(silver[t.column]).alias(f"_sf_dup_{t.column}")
+                for t in self.trackers
+                if t.column in silver.columns
+            ]
+        if flags:
+            silver = silver.with_columns(flags)
+        silver = self._split(silver, self.silver_rules, Stage.SILVER, (G4_CONTRACT, DQ), out)
+        silver = silver.drop([c for c in silver.columns if c.startswith("_sf_dup_")])
+        silver = self._pii(silver, out)
+        self.staging.silver.write(chunk.index, silver)
+        out.rows_silver = silver.height
+        out.seconds["silver"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        gold = self._with_partition(apply_steps(silver, self.gold_steps))
+        self._count_step_delta(out, silver.height, gold.height)
+        out.tallies.append(
+            compare_output(
+                Stage.GOLD,
+                gold.schema,
+                self.certified_schema,
+                self.policy.schema_.mode,
+                gold.height,
+            )
+        )
+        gold_contract = GateTally(stage=Stage.GOLD, gate=G4_CONTRACT)
+        self._missing_required(gold, gold_contract)
+        out.tallies.append(gold_contract)
+        gold = self._split(gold, self.gold_rules, Stage.GOLD, (G4_CONTRACT,), out)
+        self.staging.gold.write(chunk.index, gold)
+        out.rows_gold = gold.height
+        out.gold_schema = dict(gold.schema)
+        out.seconds["gold"] = time.perf_counter() - clock
+        return out
+
+    def _count_step_delta(self, out: ChunkOutcome, before: int, after: int) -> None:
+        if after < before:
+            out.rows_dropped += before - after
+        else:
+            out.rows_added += after - before
+
+    def _pii(self, df: pl.DataFrame, out: ChunkOutcome) -> pl.DataFrame:
+        tally = GateTally(stage=Stage.SILVER, gate=G5_PII, rows_checked=df.height)
+        out.tallies.append(tally)
+        if not self.pii_patterns or df.height == 0:
+            return df
+        findings = detect(df, self.pii_patterns, self._pii_columns(df))
+        for key, count in findings.to_metrics().items():
+            tally.counters[f"detected:{key}"] += count
+        handled: dict[tuple[str, str], int] = {
+            (p, c): n for (p, c), n in findings.counts.items() if p in self.pii_actions
+        }
+        for (pattern, column), _ in findings.counts.items():
+            rule_columns = next(
+                (r.columns for r in self.policy.pii.detection if r.pattern == pattern), None
+            )
+            if pattern not in self.pii_actions or (
+                rule_columns is not None and column not in rule_columns
+            ):
+                tally.batch_signatures[f"PII_DETECTED:{pattern}:{column}"] += 1
+                handled.pop((pattern, column), None)
+        if handled and self.remediator is not None:
+            df, actions = self.remediator.remediate(df, self.pii_actions, list(handled))
+            for key, count in actions.items():
+                tally.counters[f"remediated:{key}"] += count
+        return df

@@ -1,0 +1,218 @@
+"""Chunked readers for CSV, Parquet and JSON sources.
+
+Each reader yields ``Chunk`` values of exactly ``chunk_size`` rows (the last may be smaller)
+without loading the whole input: CSV and NDJSON stream in blocks, Parquet by row group batches.
+CSV lines with the wrong number of fields are not lost: they come with the chunk as malformed
+rows (line number and raw text) and are quarantined with reason ``MALFORMED_ROW``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from signalfactory.core.errors import ConfigError, InputDataError
+
+FORMATS = ("csv", "parquet", "json")
+ROW_COLUMN = "_sf_row"
+FILE_COLUMN = "_sf_source_file"
+LINE_COLUMN = "_sf_source_line"
+RAW_COLUMN = "_sf_raw"
+MIN_CHUNK, MAX_CHUNK = 1_000, 1_000_000
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".json": "json",
+    ".ndjson": "json",
+    ".jsonl": "json",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    index: int
+    df: pl.DataFrame
+    typed: bool
+    malformed: pl.DataFrame | None = None
+
+
+def check_chunk_size(chunk_size: int, where: str) -> int:
+    if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
+        raise ConfigError(
+            f"{where}: chunk_size {chunk_size:,} is outside the allowed range "
+            f"{MIN_CHUNK:,} to {MAX_CHUNK:,} rows. Pick a value in that range, e.g. 100000."
+        )
+    return chunk_size
+
+
+def detect_format(path: Path, declared: str | None) -> str:
+    if declared:
+        fmt = declared.lower()
+        if fmt not in FORMATS:
+            raise ConfigError(
+                f"source.format {declared!r} is not supported; supported formats are "
+                f"{', '.join(FORMATS)} (more arrive with the industrial runtime)."
+            )
+        return fmt
+    fmt_name = _EXTENSIONS.get(path.suffix.lower())
+    if fmt_name is None:
+        raise ConfigError(
+            f"cannot tell the format of {path} from its extension; set source.format to one "
+            f"of {', '.join(FORMATS)}."
+        )
+    return fmt_name
+
+
+_DATA_AFTER_COUNT = re.compile(r"(got \d+)\s*:.*", re.DOTALL)
+
+
+def _safe_arrow_message(exc: Exception) -> str:
+    """pyarrow may echo the offending row; keep the diagnosis, drop the data."""
+    text = _DATA_AFTER_COUNT.sub(r"\1", str(exc).splitlines()[0] if str(exc) else repr(exc))
+    return text[:200]
+
+
+class _Rechunker:
+    """Collects arrow batches and hands out polars frames of exactly ``size`` rows."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.parts: list[pa.RecordBatch] = []
+        self.rows = 0
+
+    def push(self, batch: pa.RecordBatch) -> Iterator[pl.DataFrame]:
+        if batch.num_rows:
+            self.parts.append(batch)
+            self.rows += batch.num_rows
+        while self.rows >= self.size:
+            table = pa.Table.from_batches(self.parts)
+            yield pl.from_arrow(table.slice(0, self.size))  # type: ignore[misc]
+            rest = table.slice(self.size)
+            self.parts = rest.to_batches()
+            self.rows = rest.num_rows
+
+    def flush(self) -> Iterator[pl.DataFrame]:
+        if self.rows:
+            yield pl.from_arrow(pa.Table.from_batches(self.parts))  # type: ignore[misc]
+        self.parts, self.rows = [], 0
+
+
+def _csv_batches(path: Path, malformed: list[dict[str, object]]) -> Iterator[pa.RecordBatch]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), None)
+    except UnicodeDecodeError as exc:
+        raise InputDataError(
+            f"{path}: the header line is not UTF-8 ({exc.reason}). Re-encode the file as UTF-8."
+        ) from None
+    if not header:
+        raise InputDataError(f"{path}: the file is empty; a CSV source needs a header line.")
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        malformed.append(
+            {
+                LINE_COLUMN: row.number,
+                RAW_COLUMN: row.text,
+                "_sf_reasons": f"MALFORMED_ROW:expected {row.expected_columns} fields, "
+                f"got {row.actual_columns}",
+            }
+        )
+        return "skip"
+
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=8 << 20),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True
+        ),
+    )
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise InputDataError(
+                f"{path}: cannot be read as CSV after line "
+                f"{max([int(str(m[LINE_COLUMN])) for m in malformed] or [1])}: "
+                f"{_safe_arrow_message(exc)}. Fix the file (UTF-8, consistent quoting)."
+            ) from None
+        yield batch
+
+
+def _json_batches(path: Path, chunk_size: int) -> Iterator[pa.RecordBatch]:
+    with path.open("rb") as handle:
+        head = handle.read(4096).lstrip()
+    try:
+        if head.startswith(b"["):
+            # A JSON array cannot be streamed; it is read one file at a time.
+            frame = pl.read_json(path)
+            yield from frame.to_arrow().to_batches(max_chunksize=chunk_size)
+            return
+        reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=8 << 20))
+        yield from reader
+    except (pa.ArrowInvalid, pl.exceptions.ComputeError) as exc:
+        raise InputDataError(
+            f"{path}: cannot be read as JSON ({_safe_arrow_message(exc)}). Use one JSON "
+            "object per line (NDJSON) or a single JSON array of objects."
+        ) from None
+
+
+def _parquet_batches(path: Path, chunk_size: int) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_size)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputDataError(f"{path}: cannot be read as Parquet ({exc}).") from None
+
+
+def read_chunks(files: Sequence[Path], fmt: str | None, chunk_size: int) -> Iterator[Chunk]:
+    """Stream ``files`` as chunks of ``chunk_size`` rows, numbering rows in ``_sf_row``."""
+    index = 0
+    row = 0
+    rechunker = _Rechunker(chunk_size)
+    malformed: list[dict[str, object]] = []
+    typed = True
+
+    def emit(frame: pl.DataFrame) -> Chunk:
+        nonlocal index, row, malformed
+        frame = frame.with_columns(
+            pl.int_range(row, row + frame.height, dtype=pl.Int64).alias(ROW_COLUMN)
+        )
+        bad = pl.DataFrame(malformed) if malformed else None
+        chunk = Chunk(index=index, df=frame, typed=typed, malformed=bad)
+        index += 1
+        row += frame.height
+        malformed = []
+        return chunk
+
+    for path in files:
+        kind = detect_format(path, fmt)
+        typed = kind != "csv"
+        file_malformed: list[dict[str, object]] = []
+        if kind == "csv":
+            batches: Iterator[pa.RecordBatch] = _csv_batches(path, file_malformed)
+        elif kind == "json":
+            batches = _json_batches(path, chunk_size)
+        else:
+            batches = _parquet_batches(path, chunk_size)
+        for batch in batches:
+            for frame in rechunker.push(batch):
+                malformed.extend({**m, FILE_COLUMN: str(path)} for m in file_malformed)
+                file_malformed.clear()
+                yield emit(frame)
+        malformed.extend({**m, FILE_COLUMN: str(path)} for m in file_malformed)
+    for frame in rechunker.flush():
+        yield emit(frame)
+    if malformed:
+        yield emit(pl.DataFrame())
