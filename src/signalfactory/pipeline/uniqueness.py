@@ -38,7 +38,8 @@ class UniqueTracker:
         else:
             seen_before = np.zeros(arr.shape, dtype=bool)
         flags = (pl.Series(seen_before) | dup_in_chunk) & present
-        new = np.unique(arr[present.to_numpy()])
+        new = np.sort(arr[present.to_numpy()])
+        # Both runs are sorted: the stable sort (timsort) merges them in linear time.
         self._seen = np.sort(np.concatenate([self._seen, new]), kind="stable")
         return flags
 
