@@ -64,3 +64,24 @@ def postgres_url() -> Iterator[str]:
 
 
 # --- END external services (knowledge plane) ------------------------------------------------
+
+
+# --- BEGIN pipeline projects (runner tests) -------------------------------------------------
+# The ``project`` fixture: a dataset project folder (see tests/factories.py) whose
+# SignalFactory homes are closed after the test.
+
+
+@pytest.fixture
+def project(tmp_path: os.PathLike[str]) -> Iterator[object]:
+    from pathlib import Path
+
+    from factories import Project
+
+    proj = Project(Path(tmp_path) / "project")
+    try:
+        yield proj
+    finally:
+        proj.close()
+
+
+# --- END pipeline projects (runner tests) ---------------------------------------------------

@@ -24,6 +24,7 @@ from signalfactory.knowledge import SqlStore, open_store
 from signalfactory.pipeline.bootstrap import register, register_files
 from signalfactory.pipeline.hooks import LogAlerter, StoreRecorder
 from signalfactory.pipeline.runner import PipelineRunner, RunOutcome
+from signalfactory.production.formats import check_chunk_size
 from signalfactory.production.spec import PipelineSpec, load_pipeline
 from signalfactory.settings import Settings
 
@@ -109,6 +110,7 @@ class SignalFactory:
                     if v is not None
                 }
             )
+            check_chunk_size(spec.chunk_size, f"pipeline {spec.pipeline}")
         else:
             spec = load_pipeline(Path(pipeline), {"engine": engine, "chunk_size": chunk_size})
         return self.runner().run(spec, partition or {})

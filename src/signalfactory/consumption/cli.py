@@ -135,7 +135,7 @@ def run(
             render_run(console, outcome.run, outcome.evidence, outcome.alerts, outcome.reused)
         code = run_exit_code(outcome)
         if code == EXIT_FAILED and not as_json:
-            err.print(f"[bold red]error:[/] {outcome.run.error}", highlight=False)
+            err.print(f"[bold red]error:[/] {outcome.run.error}", highlight=False, soft_wrap=True)
         raise typer.Exit(code)
 
 
@@ -195,6 +195,50 @@ def evidence(
             from signalfactory.consumption.report import evidence_table
 
             console.print(evidence_table(found, title="Evidence"))
+
+
+@app.command()
+def events(
+    run: Annotated[str | None, typer.Option("--run", help="run id")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="dataset URN")] = None,
+    event_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type", help="JobRunStarted | JobRunCompleted | JobRunFailed | DatasetWriteCommitted"
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List lifecycle events: JobRunStarted/Completed/Failed, DatasetWriteCommitted."""
+    with _factory() as sf:
+        found = sf.store.list_events(run_id=run, dataset_urn=dataset, event_type=event_type)
+        if as_json:
+            _dump([e.to_dict() for e in found])
+            return
+        from rich.table import Table
+
+        table = Table(title="Lifecycle events", title_justify="left")
+        for column in ("time", "event", "run", "details"):
+            table.add_column(column)
+        for e in found:
+            details = ", ".join(
+                f"{k}={v}"
+                for k, v in e.payload.items()
+                if k
+                in (
+                    "layer",
+                    "commit_version",
+                    "rows_written",
+                    "files_added",
+                    "rows_read",
+                    "duration",
+                    "failure_reason",
+                    "partition_key",
+                    "producer_urn",
+                )
+            )
+            table.add_row(e.to_dict()["timestamp"], str(e.event_type), e.run_id, details)
+        console.print(table)
 
 
 @app.command()

@@ -92,6 +92,8 @@ def certification_table(states: Sequence[CertificationState]) -> Table:
 
 def runs_table(runs: Sequence[RunRecord]) -> Table:
     table = Table(title="Runs", title_justify="left")
+    # The run id is what `signalfactory status` takes: never truncate it, whatever the width.
+    id_width = max((len(r.run_id) for r in runs), default=6)
     for column in (
         "run id",
         "pipeline",
@@ -103,7 +105,8 @@ def runs_table(runs: Sequence[RunRecord]) -> Table:
         "quarantined",
         "started",
     ):
-        table.add_column(column)
+        is_id = column == "run id"
+        table.add_column(column, no_wrap=is_id, min_width=id_width if is_id else None)
     for r in runs:
         table.add_row(
             r.run_id,

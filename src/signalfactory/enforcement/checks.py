@@ -16,6 +16,7 @@ import polars as pl
 from signalfactory.core.records import Stage
 from signalfactory.enforcement.catalog import DQ, G4_CONTRACT
 from signalfactory.enforcement.outcomes import GateTally
+from signalfactory.enforcement.pii import PII_PATTERNS
 from signalfactory.enforcement.policy import DqCheck, PolicyBundle
 
 REASONS = "_sf_reasons"
@@ -47,7 +48,15 @@ class RowSplit:
 
 
 def _as_text(column: str) -> pl.Expr:
-    return pl.col(column).cast(pl.String).fill_null("NULL")
+    """A cell as text for a failure signature; PII-shaped parts become ``<PATTERN>``.
+
+    Signatures land in evidence, the store and CLI output, so they must never carry raw PII
+    (DQ runs before the G5_PII remediation).
+    """
+    text = pl.col(column).cast(pl.String).fill_null("NULL")
+    for name, regex in PII_PATTERNS.items():
+        text = text.str.replace_all(regex, f"<{name}>")
+    return text
 
 
 def _dq_rule(check: DqCheck) -> RowRule | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -51,7 +52,7 @@ from signalfactory.enforcement.catalog import (
 )
 from signalfactory.enforcement.checks import REASONS
 from signalfactory.enforcement.outcomes import Decision, GateTally, decide, merge
-from signalfactory.enforcement.pii import PiiRemediator
+from signalfactory.enforcement.pii import PII_PATTERNS, PiiRemediator
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
 from signalfactory.enforcement.schema import logical_schema
 from signalfactory.pipeline.chunkflow import STAGE_COLUMN, ChunkOutcome, ChunkProcessor, Staging
@@ -161,6 +162,10 @@ class PipelineRunner:
         message = (
             exc.message if isinstance(exc, SignalFactoryError) else f"{type(exc).__name__}: {exc}"
         )
+        # Errors may quote data (polars echoes the values a cast failed on): no PII in the
+        # ledger or the JobRunFailed event.
+        for name, regex in PII_PATTERNS.items():
+            message = re.sub(regex, f"<{name}>", message)
         failed = replace(run, status=RunStatus.FAILED, finished_at=utcnow(), error=message)
         if created:
             self.store.update_run(failed)
@@ -194,6 +199,10 @@ class PipelineRunner:
         dataset = DatasetSpec.model_validate(record.spec)
         policy = PolicyBundle.model_validate(record.policy)
         partition = spec.resolve_partition(dict(partition_given))
+        # An unknown engine is a configuration error: refuse before any run is recorded.
+        create_engine(spec.engine, spec.max_workers).close()
+        # So is a tokenize rule without a key: refuse before any run is recorded.
+        remediator = self._remediator(policy)
         paths = DatasetPaths.for_dataset(dataset, self.lake_root)
         run = RunRecord(
             run_id=new_id("run"),
@@ -239,7 +248,17 @@ class PipelineRunner:
         staging = self.staging_root / run.run_id
         try:
             outcome = self._execute(
-                run, spec, dataset, policy, paths, partition, files, producer, plan_started, staging
+                run,
+                spec,
+                dataset,
+                policy,
+                paths,
+                partition,
+                files,
+                producer,
+                plan_started,
+                staging,
+                remediator,
             )
         except Exception as exc:
             log.error("run_failed", run_id=run.run_id, error_type=type(exc).__name__)
@@ -262,6 +281,7 @@ class PipelineRunner:
         producer: str,
         plan_started: datetime,
         staging_dir: Path,
+        remediator: PiiRemediator,
     ) -> RunOutcome:
         engine = create_engine(spec.engine, spec.max_workers)
         silver_steps = compile_steps(spec.steps.silver, spec.base_dir)
@@ -276,7 +296,7 @@ class PipelineRunner:
             silver_steps=silver_steps,
             gold_steps=gold_steps,
             staging=staging,
-            remediator=self._remediator(policy),
+            remediator=remediator,
             certified_schema=_certified_schema(cert_schema),
         )
         timings = [StageTiming("plan", plan_started, utcnow(), rows_in=len(files))]
@@ -512,7 +532,7 @@ class PipelineRunner:
                 files_added=commit.files_added,
                 partition_key=",".join(f"{k}={v}" for k, v in partition.items()),
             )
-        alerts = _alerts(dataset, evidence, held_context, held)
+        alerts = _alerts(dataset, policy, evidence, held_context, held)
         for alert in alerts:
             self.hooks.alert(alert)
         timings.append(StageTiming("finalize", finalize_started, utcnow()))
@@ -639,15 +659,18 @@ def _move_to_quarantine(gold: StagedLayer, quarantine: StagedLayer, reason: str)
 
 def _alerts(
     dataset: DatasetSpec,
+    policy: PolicyBundle,
     evidence: Sequence[Evidence],
     held_context: Mapping[str, Any],
     held: bool,
 ) -> list[dict[str, Any]]:
-    if not dataset.level.alerts():
-        return []
     alerts = []
     for ev in evidence:
         if ev.result is not GateResult.FAIL or ev.gate == CERTIFICATION:
+            continue
+        # The gate's configured level decides (policy enforcement.level and .gates win over
+        # the tier): G0 records only.
+        if not policy.gate_level(ev.gate, dataset.level).alerts():
             continue
         alerts.append(
             {

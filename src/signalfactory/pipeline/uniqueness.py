@@ -30,7 +30,9 @@ class UniqueTracker:
         present = series.is_not_null()
         keys = self._keys(series)
         dup_in_chunk = ~keys.is_first_distinct()
-        arr = keys.to_numpy()
+        # Nulls would turn the array into float64 (NaN), which cannot hold 64-bit keys
+        # exactly; null rows are masked by ``present`` anyway.
+        arr = keys.fill_null(0).to_numpy()
         if self._seen.size:
             pos = np.searchsorted(self._seen, arr)
             pos[pos == self._seen.size] = 0

@@ -21,7 +21,7 @@ from signalfactory.enforcement.policy import PolicyBundle
 from signalfactory.enforcement.schema import conform
 from signalfactory.pipeline.uniqueness import Sequencer, UniqueTracker
 from signalfactory.production.engines import create_engine
-from signalfactory.production.formats import Chunk, read_chunks
+from signalfactory.production.formats import Chunk, check_chunk_size, read_chunks
 
 Sink = Callable[[int, pl.DataFrame, pl.DataFrame], None]
 
@@ -52,6 +52,7 @@ def validate_files(
     fmt: str | None = None,
     sink: Sink | None = None,
 ) -> ValidationSummary:
+    check_chunk_size(chunk_size, "validate")
     rules = compile_rules(policy, Stage.SILVER)
     trackers = [UniqueTracker(c.column or "") for c in policy.dq if c.check == "unique"]
     sequencer = Sequencer()

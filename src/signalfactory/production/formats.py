@@ -156,9 +156,12 @@ def _json_batches(path: Path, chunk_size: int) -> Iterator[pa.RecordBatch]:
         head = handle.read(4096).lstrip()
     try:
         if head.startswith(b"["):
-            # A JSON array cannot be streamed; it is read one file at a time.
+            # A JSON array cannot be streamed; it is read one file at a time. It goes through
+            # the NDJSON reader so both shapes infer the same types (ISO text → timestamp).
             frame = pl.read_json(path)
-            yield from frame.to_arrow().to_batches(max_chunksize=chunk_size)
+            if frame.height:
+                lines = pajson.read_json(pa.py_buffer(frame.write_ndjson().encode()))
+                yield from lines.to_batches(max_chunksize=chunk_size)
             return
         reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=8 << 20))
         yield from reader

@@ -151,6 +151,6 @@ def commit_layer(
     return CommitResult(
         path=path,
         version=version,
-        rows=staged.count(),
+        rows=int(added.get("num_added_rows", staged.count())),
         files_added=int(added.get("num_added_files", 0) or 0),
     )

@@ -19,11 +19,11 @@ import string
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from signalfactory.core.errors import ConfigError, InputDataError
 from signalfactory.core.yamlfile import format_validation_error, read_yaml
-from signalfactory.production.formats import MAX_CHUNK, MIN_CHUNK
+from signalfactory.production.formats import FORMATS, MAX_CHUNK, MIN_CHUNK
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -32,6 +32,15 @@ class SourceSpec(BaseModel):
     model_config = _STRICT
     path: str
     format: str | None = None
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in FORMATS:
+            raise ValueError(
+                f"format {value!r} is not supported; supported formats are {', '.join(FORMATS)}"
+            )
+        return value
 
 
 class StepSpec(BaseModel):
