@@ -15,6 +15,7 @@ import polars as pl
 from signalfactory.core.records import Stage
 from signalfactory.enforcement.catalog import DQ, G3_SCHEMA, G4_CONTRACT, G5_PII
 from signalfactory.enforcement.checks import (
+    SYSTEM_PREFIX,
     RowRule,
     applicable,
     compile_rules,
@@ -30,6 +31,7 @@ from signalfactory.production.lake import StagedLayer
 from signalfactory.production.steps import StepFn, apply_steps
 
 STAGE_COLUMN = "_sf_stage"
+DUP_PREFIX = "_sf_dup_"
 
 
 @dataclass
@@ -83,6 +85,9 @@ class ChunkProcessor:
         self.sequencer = Sequencer()
         self.pii_actions: dict[str, str] = {r.pattern: r.action for r in policy.pii.detection}
         self.pii_patterns = tuple(dict.fromkeys([*self.pii_actions, *policy.pii.scan_for]))
+        # PII found without a rule fails G5_PII and is redacted, so neither the quarantine nor
+        # (at levels that let the batch through) the certified table ever holds it raw.
+        self.safe_actions = {p: self.pii_actions.get(p, "redact") for p in self.pii_patterns}
 
     # -- helpers -------------------------------------------------------------------------
     def _with_partition(self, df: pl.DataFrame) -> pl.DataFrame:
@@ -92,10 +97,11 @@ class ChunkProcessor:
     def _quarantine(self, out: ChunkOutcome, stage: Stage, df: pl.DataFrame) -> None:
         if df.height == 0:
             return
-        if self.remediator is not None and self.pii_actions:
-            findings = detect(df, list(self.pii_actions), self._pii_columns(df))
+        df = df.drop([c for c in df.columns if c.startswith(DUP_PREFIX)])
+        if self.remediator is not None and self.safe_actions:
+            findings = detect(df, list(self.safe_actions), self._pii_columns(df))
             if findings.total:
-                df, _ = self.remediator.remediate(df, self.pii_actions, findings)
+                df, _ = self.remediator.remediate(df, self.safe_actions, findings)
         text = df.with_columns(
             [pl.col(c).cast(pl.String) for c in df.columns if c not in (ROW_COLUMN,)]
         ).with_columns(pl.lit(str(stage)).alias(STAGE_COLUMN))
@@ -197,6 +203,8 @@ class ChunkProcessor:
         self._missing_required(gold, gold_contract)
         out.tallies.append(gold_contract)
         gold = self._split(gold, self.gold_rules, Stage.GOLD, (G4_CONTRACT,), out)
+        # System columns (_sf_row, …) stay in bronze/silver for tracing, not in gold/certified.
+        gold = gold.drop([c for c in gold.columns if c.startswith(SYSTEM_PREFIX)])
         self.staging.gold.write(chunk.index, gold)
         out.rows_gold = gold.height
         out.gold_schema = dict(gold.schema)
@@ -217,10 +225,7 @@ class ChunkProcessor:
         findings = detect(df, self.pii_patterns, self._pii_columns(df))
         for key, count in findings.to_metrics().items():
             tally.counters[f"detected:{key}"] += count
-        handled: dict[tuple[str, str], int] = {
-            (p, c): n for (p, c), n in findings.counts.items() if p in self.pii_actions
-        }
-        for (pattern, column), _ in findings.counts.items():
+        for pattern, column in findings.counts:
             rule_columns = next(
                 (r.columns for r in self.policy.pii.detection if r.pattern == pattern), None
             )
@@ -228,9 +233,8 @@ class ChunkProcessor:
                 rule_columns is not None and column not in rule_columns
             ):
                 tally.batch_signatures[f"PII_DETECTED:{pattern}:{column}"] += 1
-                handled.pop((pattern, column), None)
-        if handled and self.remediator is not None:
-            df, actions = self.remediator.remediate(df, self.pii_actions, list(handled))
+        if findings.total and self.remediator is not None:
+            df, actions = self.remediator.remediate(df, self.safe_actions, findings)
             for key, count in actions.items():
                 tally.counters[f"remediated:{key}"] += count
         return df
