@@ -1,0 +1,149 @@
+"""The "write" step: commit the layers, the quarantine table and the certified table.
+
+Nothing here runs unless every chunk finished. A held batch writes no layer: the rows that
+would have been certified join the quarantine with ``BATCH_HELD:<signature>``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from signalfactory.core.protocols import MetadataStore
+from signalfactory.core.records import GateResult, QuarantineRecord, RunRecord, Stage
+from signalfactory.enforcement.checks import REASONS
+from signalfactory.enforcement.outcomes import Decision
+from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
+from signalfactory.pipeline.chunkflow import STAGE_COLUMN, Staging
+from signalfactory.pipeline.paths import DatasetPaths
+from signalfactory.production.formats import ROW_COLUMN
+from signalfactory.production.lake import CommitResult, StagedLayer, commit_layer
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    commits: Mapping[str, CommitResult]
+    quarantine_table: str | None
+    quarantine_path: str | None
+    rows_quarantined: int
+    rows_certified: int
+
+
+def quarantine_name(dataset: DatasetSpec, partition: Mapping[str, str], run_id: str) -> str:
+    """``quarantine.orders_20260215_run_abc123`` as in the PRD's FR-10 example."""
+    part = "_".join(v.replace("-", "") for v in partition.values()) or "all"
+    return f"quarantine.{dataset.name}_{part}_{run_id}"
+
+
+def reason_counts(staged: StagedLayer) -> dict[str, int]:
+    """Quarantined rows per reason (a row failing two rules counts for both)."""
+    reasons = pl.DataFrame(pads.dataset(staged.files()).to_table(columns=[REASONS]))
+    counts = (
+        reasons.select(pl.col(REASONS).str.split("; ").explode())
+        .group_by(REASONS)
+        .len()
+        .sort("len", descending=True)
+    )
+    return {str(k): int(v) for k, v in counts.iter_rows()}
+
+
+def move_to_quarantine(gold: StagedLayer, quarantine: StagedLayer, reason: str) -> int:
+    """A held batch: the rows that would have been certified go to quarantine too."""
+    moved = 0
+    for i, file in enumerate(gold.files()):
+        for j, batch in enumerate(pads.dataset(file).to_batches(batch_size=256_000)):
+            frame = pl.DataFrame(pa.Table.from_batches([batch]))
+            frame = frame.with_columns(
+                [pl.col(c).cast(pl.String) for c in frame.columns if c != ROW_COLUMN]
+            ).with_columns(pl.lit(reason).alias(REASONS), pl.lit("gold").alias(STAGE_COLUMN))
+            quarantine.write(10_000_000 + i * 1000 + j, frame, suffix="-held")
+            moved += frame.height
+    return moved
+
+
+def _first_failing_stage(decisions: Sequence[Decision]) -> Stage:
+    for d in decisions:
+        if d.evidence.result is not GateResult.PASS and d.evidence.metrics.get("rows_failed"):
+            return d.evidence.stage
+    return Stage.BRONZE
+
+
+def publish(
+    store: MetadataStore,
+    *,
+    run: RunRecord,
+    dataset: DatasetSpec,
+    policy: PolicyBundle,
+    paths: DatasetPaths,
+    partition: Mapping[str, str],
+    staging: Staging,
+    decisions: Sequence[Decision],
+    rows_quarantined: int,
+) -> Published:
+    holding = [d for d in decisions if d.holds]
+    metadata = {
+        "signalfactory.run_id": run.run_id,
+        "signalfactory.pipeline": run.pipeline,
+        "signalfactory.partition": json.dumps(dict(partition)),
+    }
+    merge_schema = policy.schema_.mode != "strict"
+    commits: dict[str, CommitResult] = {}
+    if holding:
+        reason = "BATCH_HELD:" + (holding[0].evidence.failure_signature or "")
+        rows_quarantined += move_to_quarantine(staging.gold, staging.quarantine, reason)
+    else:
+        for layer in ("bronze", "silver", "gold"):
+            result = commit_layer(
+                getattr(paths, layer),
+                getattr(staging, layer),
+                partition,
+                {**metadata, "signalfactory.layer": layer},
+                merge_schema=merge_schema,
+            )
+            if result:
+                commits[layer] = result
+    table = path = None
+    if staging.quarantine.files():
+        table = quarantine_name(dataset, partition, run.run_id)
+        path = paths.quarantine_table(table)
+        result = commit_layer(
+            path,
+            staging.quarantine,
+            {},
+            {**metadata, "signalfactory.layer": "quarantine"},
+            merge_schema=True,
+        )
+        if result:
+            commits["quarantine"] = result
+            store.add_quarantine(
+                QuarantineRecord(
+                    dataset_urn=dataset.urn,
+                    run_id=run.run_id,
+                    stage=holding[0].evidence.stage if holding else _first_failing_stage(decisions),
+                    table_name=table,
+                    path=path,
+                    rows=result.rows,
+                    batch_level=bool(holding),
+                    reasons=reason_counts(staging.quarantine),
+                    partition=dict(partition),
+                )
+            )
+    certified_rows = 0
+    if not holding:
+        # The one atomic commit that advances the certified table.
+        result = commit_layer(
+            paths.certified,
+            staging.gold,
+            partition,
+            {**metadata, "signalfactory.layer": "certified"},
+            merge_schema=merge_schema,
+        )
+        if result:
+            commits["certified"] = result
+            certified_rows = result.rows
+    return Published(commits, table, path, rows_quarantined, certified_rows)
