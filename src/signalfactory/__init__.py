@@ -33,6 +33,7 @@ from signalfactory.core.records import (
 )
 from signalfactory.enforcement.catalog import EnforcementLevel
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
+from signalfactory.pipeline.queue import RunQueue, RunRequest
 from signalfactory.pipeline.runner import RunOutcome
 from signalfactory.pipeline.validate import ValidationSummary, validate_files
 from signalfactory.production.spec import PipelineSpec
@@ -60,7 +61,9 @@ __all__ = [
     "PolicyBundle",
     "QuarantineRecord",
     "RunOutcome",
+    "RunQueue",
     "RunRecord",
+    "RunRequest",
     "RunStatus",
     "SignalFactory",
     "SignalFactoryError",

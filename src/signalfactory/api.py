@@ -23,7 +23,9 @@ from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
 from signalfactory.knowledge import SqlStore, open_store
 from signalfactory.pipeline.bootstrap import register, register_files
 from signalfactory.pipeline.hooks import LogAlerter, StoreRecorder
+from signalfactory.pipeline.queue import RunQueue, RunRequest
 from signalfactory.pipeline.runner import PipelineRunner, RunOutcome
+from signalfactory.production.engines import EngineCache
 from signalfactory.production.formats import check_chunk_size
 from signalfactory.production.spec import PipelineSpec, load_pipeline
 from signalfactory.settings import Settings
@@ -47,6 +49,7 @@ class SignalFactory:
         base = settings or Settings()
         self.settings = base.model_copy(update=overrides) if overrides else base
         self._store: SqlStore | None = None
+        self.engines = EngineCache()
         self.alerter = LogAlerter()
 
     @property
@@ -57,6 +60,7 @@ class SignalFactory:
         return self._store
 
     def close(self) -> None:
+        self.engines.close()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -92,6 +96,7 @@ class SignalFactory:
             self.settings.home / "staging",
             pii_key=self._pii_key,
             hooks=[StoreRecorder(self.store), self.alerter],
+            engines=self.engines,
         )
 
     def run(
@@ -114,6 +119,25 @@ class SignalFactory:
         else:
             spec = load_pipeline(Path(pipeline), {"engine": engine, "chunk_size": chunk_size})
         return self.runner().run(spec, partition or {})
+
+    # -- queued runs ---------------------------------------------------------------------
+    def queue(self, *, max_concurrent: int = 1, name: str = "default") -> RunQueue[RunOutcome]:
+        """Runs submitted by several callers, highest priority first, ``max_concurrent`` at once.
+
+        ```python
+        with sf.queue(max_concurrent=2) as q:
+            done = q.submit(RunRequest("pipeline.yaml", {"dt": "2026-02-15"}), priority="high")
+        ```
+        """
+        return RunQueue(self._run_request, max_concurrent=max_concurrent, name=name)
+
+    def _run_request(self, request: RunRequest) -> RunOutcome:
+        return self.run(
+            request.pipeline,
+            request.partition,
+            engine=request.engine,
+            chunk_size=request.chunk_size,
+        )
 
     # -- queries -------------------------------------------------------------------------
     def certified(self, dataset_urn: str) -> CertificationState:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -40,6 +38,7 @@ from signalfactory.knowledge import models as m
 IST = timezone(timedelta(hours=5, minutes=30))
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 URN = "urn:sf:dataset:payments.transactions"
+HEAD = "0002"
 TABLES = {
     "datasets",
     "runs",
@@ -48,39 +47,14 @@ TABLES = {
     "lifecycle_events",
     "certification",
     "quarantine",
+    "checkpoints",
+    "run_progress",
+    "dead_letters",
+    "run_leases",
 }
 
 
-# fixtures
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL to an empty database: a new SQLite file, or a new PostgreSQL schema per test."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'not-yet' / 'signalfactory.db'}"
-        return
-    database_url = request.getfixturevalue("postgres_url")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(database_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[SqlStore]:
-    opened = open_store(store_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
+# helpers
 
 
 def _run(run_id: str, *, started_at: datetime = T0, key: str = "key-1", **kw: object) -> RunRecord:
@@ -134,11 +108,14 @@ def test_migrate_creates_tables_and_is_idempotent(store: SqlStore) -> None:
         assert names >= TABLES
         with engine.connect() as conn:
             version = conn.execute(text("SELECT version_num FROM signalfactory_alembic_version"))
-            assert [row[0] for row in version] == ["0001"]
+            assert [row[0] for row in version] == [HEAD]
             indexes = {ix["name"] for ix in inspect(conn).get_indexes("runs")}
             assert {"ix_runs_dataset_urn", "ix_runs_idempotency_key"} <= indexes
             assert "ix_evidence_run_id" in {
                 ix["name"] for ix in inspect(conn).get_indexes("evidence")
+            }
+            assert {"ix_dead_letters_run_id", "ix_dead_letters_status"} <= {
+                ix["name"] for ix in inspect(conn).get_indexes("dead_letters")
             }
     finally:
         engine.dispose()
@@ -146,6 +123,7 @@ def test_migrate_creates_tables_and_is_idempotent(store: SqlStore) -> None:
 
 
 def test_models_match_the_migrations(store: SqlStore) -> None:
+    assert set(m.metadata.tables) == TABLES  # so the comparison covers every table
     engine = create_engine(store.url, poolclass=NullPool)
     try:
         with engine.connect() as conn:

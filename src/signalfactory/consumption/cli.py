@@ -296,5 +296,10 @@ def demo(
     raise typer.Exit(code)
 
 
+from signalfactory.consumption.cli_ops import register_ops  # noqa: E402
+
+register_ops(app)  # certified rollback, maintain, report
+
+
 def main() -> None:
     app()

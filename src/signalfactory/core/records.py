@@ -248,3 +248,91 @@ class DatasetRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _plain(v) for k, v in asdict(self).items()}
+
+
+class DeadLetterStatus(StrEnum):
+    OPEN = "OPEN"
+    REPLAYED = "REPLAYED"
+    DISCARDED = "DISCARDED"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One completed chunk of a run: enough to skip it on resume (B7).
+
+    ``payload`` holds the chunk's counts, gate tallies and staged file names as JSON.
+    """
+
+    run_id: str
+    chunk_index: int
+    payload: Mapping[str, Any]
+    created_at: datetime = field(default_factory=utcnow)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _plain(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A chunk or record that kept failing (B8): sample, correlation id, error, attempts."""
+
+    dead_letter_id: str
+    run_id: str
+    dataset_urn: str
+    chunk_index: int
+    correlation_id: str
+    error_type: str
+    error: str
+    attempts: int
+    payload_sample: Mapping[str, Any]
+    status: DeadLetterStatus = DeadLetterStatus.OPEN
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _plain(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    """Live figures of a running run (B9), persisted so another process can read them."""
+
+    run_id: str
+    chunks_done: int
+    chunks_total: int | None
+    rows_done: int
+    rows_total: int | None
+    bytes_done: int
+    bytes_total: int | None
+    rows_per_s: float
+    eta_s: float | None
+    rss_mb: float
+    cpu_pct: float
+    phase: str
+    updated_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def percent(self) -> float | None:
+        if self.bytes_total:
+            return round(100.0 * self.bytes_done / self.bytes_total, 1)
+        if self.rows_total:
+            return round(100.0 * self.rows_done / self.rows_total, 1)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: _plain(v) for k, v in asdict(self).items()}
+        data["percent"] = self.percent
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class RunLease:
+    """Who is executing the run of an idempotency key right now (one winner per key)."""
+
+    idempotency_key: str
+    run_id: str
+    owner: str
+    heartbeat_at: datetime = field(default_factory=utcnow)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _plain(v) for k, v in asdict(self).items()}

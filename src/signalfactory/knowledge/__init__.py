@@ -1,4 +1,4 @@
-"""Knowledge plane: runs, audit trail, evidence, events, certification and quarantine.
+"""Knowledge plane: runs, audit trail, evidence, events, certification, quarantine and runtime.
 
 ``open_store(url)`` gives a migrated :class:`SqlStore` (SQLite by default, PostgreSQL via
 ``postgresql+psycopg://``) implementing ``signalfactory.core.protocols.MetadataStore``.

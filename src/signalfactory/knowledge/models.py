@@ -11,8 +11,11 @@ Conventions:
 * ``to_row``/``from_row`` convert between records and rows field by field, so every field of
   every record round-trips (``partition`` is stored as ``partition_values`` and
   ``QuarantineRecord.rows`` as ``row_count``);
-* append-only tables (``transitions``, ``evidence``, ``lifecycle_events``, ``quarantine``) and
-  ``runs`` have an autoincrement ``seq`` primary key that gives insertion order.
+* append-only tables (``transitions``, ``evidence``, ``lifecycle_events``, ``quarantine``),
+  ``runs``, ``checkpoints`` and ``dead_letters`` have an autoincrement ``seq`` primary key that
+  gives insertion order;
+* the runtime tables (``checkpoints``, ``run_progress``, ``dead_letters``, ``run_leases``) come
+  from migration ``0002``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -201,6 +205,67 @@ quarantine = Table(
     UniqueConstraint("quarantine_id", name="uq_quarantine_quarantine_id"),
     Index("ix_quarantine_dataset_urn", "dataset_urn"),
     Index("ix_quarantine_run_id", "run_id"),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("seq", _seq(), primary_key=True, autoincrement=True),
+    Column("run_id", String, nullable=False),
+    Column("chunk_index", BigInteger, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # Its index also serves "WHERE run_id = ? ORDER BY chunk_index": no run_id index needed.
+    UniqueConstraint("run_id", "chunk_index", name="uq_checkpoints_run_id_chunk_index"),
+)
+
+run_progress = Table(
+    "run_progress",
+    metadata,
+    Column("run_id", String, primary_key=True),
+    Column("chunks_done", BigInteger, nullable=False),
+    Column("chunks_total", BigInteger, nullable=True),
+    Column("rows_done", BigInteger, nullable=False),
+    Column("rows_total", BigInteger, nullable=True),
+    Column("bytes_done", BigInteger, nullable=False),
+    Column("bytes_total", BigInteger, nullable=True),
+    Column("rows_per_s", Double, nullable=False),
+    Column("eta_s", Double, nullable=True),
+    Column("rss_mb", Double, nullable=False),
+    Column("cpu_pct", Double, nullable=False),
+    Column("phase", String, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("seq", _seq(), primary_key=True, autoincrement=True),
+    Column("dead_letter_id", String, nullable=False),
+    Column("run_id", String, nullable=False),
+    Column("dataset_urn", String, nullable=False),
+    Column("chunk_index", BigInteger, nullable=False),
+    Column("correlation_id", String, nullable=False),
+    Column("error_type", String, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("attempts", BigInteger, nullable=False),
+    Column("payload_sample", JSON, nullable=False),
+    Column("status", String, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("dead_letter_id", name="uq_dead_letters_dead_letter_id"),
+    Index("ix_dead_letters_run_id", "run_id"),
+    Index("ix_dead_letters_dataset_urn", "dataset_urn"),
+    Index("ix_dead_letters_status", "status"),
+)
+
+run_leases = Table(
+    "run_leases",
+    metadata,
+    Column("idempotency_key", String, primary_key=True),
+    Column("run_id", String, nullable=False),
+    Column("owner", String, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
 )
 
 

@@ -2,14 +2,15 @@
 
 Every method opens its own short transaction, so one store may be shared by threads and one
 SQLite file by several processes (WAL journal, busy timeout). Evidence, lifecycle events and
-transitions have insert methods only.
+transitions have insert methods only. Checkpoints, progress, dead letters and run leases live in
+:mod:`signalfactory.knowledge.store_runtime`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from signalfactory.core.records import (
     Transition,
 )
 from signalfactory.knowledge import models as m
+from signalfactory.knowledge.store_runtime import RuntimeStoreMixin
 
 __all__ = ["MIGRATIONS_DIR", "SqlStore", "normalize_url", "open_store"]
 
@@ -76,7 +78,7 @@ def open_store(url: str) -> SqlStore:
     return store
 
 
-class SqlStore:
+class SqlStore(RuntimeStoreMixin):
     """The ``MetadataStore`` protocol over any SQLAlchemy URL (tested: SQLite, PostgreSQL).
 
     ``url`` is the normalised URL including any password (so another process can open the
@@ -133,15 +135,21 @@ class SqlStore:
                 f"cannot use the metadata store at {self.display_url}: {detail}. Fix: {self._fix}."
             ) from None
 
-    def _insert(self, table: Table, row: dict[str, Any], what: str) -> None:
+    def _insert(
+        self,
+        table: Table,
+        row: dict[str, Any],
+        what: str,
+        fix: str = "ids are unique and recorded rows cannot be overwritten: "
+        "record it under a new id",
+    ) -> None:
         try:
             with self._conn(write=True) as conn:
                 conn.execute(insert(table).values(**row))
         except IntegrityError as exc:
             detail = (str(exc.orig or exc).strip().splitlines() or ["integrity error"])[0]
             raise Terminal(
-                f"the metadata store at {self.display_url} refused {what} ({detail}); "
-                "ids are unique and recorded rows cannot be overwritten: record it under a new id"
+                f"the metadata store at {self.display_url} refused {what} ({detail}); {fix}"
             ) from None
 
     def _upsert(self, table: Table, row: dict[str, Any], key: str) -> None:
@@ -159,11 +167,18 @@ class SqlStore:
                     conn.execute(insert(table).values(**row))
 
     def _select(
-        self, table: Table, *where: ColumnElement[bool], newest_first: bool = False, limit: int = 0
+        self,
+        table: Table,
+        *where: ColumnElement[bool],
+        newest_first: bool = False,
+        limit: int = 0,
+        order_by: Sequence[ColumnElement[Any]] = (),
     ) -> list[RowMapping]:
         stmt = select(table).where(*where)
         if newest_first:
             stmt = stmt.order_by(table.c.started_at.desc(), table.c.seq.desc())
+        elif order_by:
+            stmt = stmt.order_by(*order_by)
         else:
             stmt = stmt.order_by(*table.primary_key.columns)
         if limit:

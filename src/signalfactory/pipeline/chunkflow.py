@@ -1,7 +1,14 @@
 """What happens to one chunk: bronze → silver → gold with the gates of each stage.
 
-Runs on an engine worker. Valid rows of each layer and quarantined rows are staged as Parquet
-files by the worker itself; the driver only adds up the small ``ChunkOutcome`` values.
+Runs on an engine worker, which may be another process or machine: a ``ChunkProcessor``
+pickles as plain data (policy, step specs, key bytes, staging paths) and rebuilds its compiled
+steps, rules and PII remediator on first use in each worker. Valid rows of each layer and
+quarantined rows are staged as Parquet files by the worker itself; the driver only adds up
+the small ``ChunkOutcome`` values.
+
+Global uniqueness needs every earlier chunk, so a chunk with ``unique`` checks runs in two
+phases: ``prepare`` (bronze and the silver steps; returns the key hashes) on a worker, the
+ordered duplicate check in the driver, then ``finish`` (silver gates, PII, gold) on a worker.
 """
 
 from __future__ import annotations
@@ -9,7 +16,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
 
 from signalfactory.core.records import Stage
@@ -25,10 +35,11 @@ from signalfactory.enforcement.outcomes import GateTally
 from signalfactory.enforcement.pii import PiiRemediator, detect
 from signalfactory.enforcement.policy import PolicyBundle
 from signalfactory.enforcement.schema import compare_output, conform
-from signalfactory.pipeline.uniqueness import Sequencer, UniqueTracker
+from signalfactory.pipeline.uniqueness import unique_keys
 from signalfactory.production.formats import ROW_COLUMN, Chunk
 from signalfactory.production.lake import StagedLayer
-from signalfactory.production.steps import StepFn, apply_steps
+from signalfactory.production.spec import StepSpec
+from signalfactory.production.steps import apply_steps, compile_steps
 
 STAGE_COLUMN = "_sf_stage"
 DUP_PREFIX = "_sf_dup_"
@@ -51,43 +62,84 @@ class ChunkOutcome:
 
 
 @dataclass
+class Prepared:
+    """A chunk after bronze and the silver steps, waiting for the ordered duplicate check."""
+
+    outcome: ChunkOutcome
+    frame: pl.DataFrame | None = None
+    frame_path: str | None = None
+    keys: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass
 class Staging:
     bronze: StagedLayer
     silver: StagedLayer
     gold: StagedLayer
     quarantine: StagedLayer
 
+    @classmethod
+    def under(cls, folder: Path) -> Staging:
+        return cls(*(StagedLayer(folder / n) for n in ("bronze", "silver", "gold", "quarantine")))
+
+    @property
+    def handoff(self) -> StagedLayer:
+        return StagedLayer(self.bronze.folder.parent / "handoff")
+
 
 class ChunkProcessor:
-    """Holds everything a worker needs; ``__call__`` processes one chunk."""
+    """Everything a worker needs; ``__call__`` processes one chunk in one go."""
 
     def __init__(
         self,
         *,
         policy: PolicyBundle,
         partition: Mapping[str, str],
-        silver_steps: Sequence[tuple[str, StepFn]],
-        gold_steps: Sequence[tuple[str, StepFn]],
+        silver_steps: Sequence[StepSpec],
+        gold_steps: Sequence[StepSpec],
+        base_dir: Path,
         staging: Staging,
         certified_schema: Mapping[str, str] | None,
-        remediator: PiiRemediator | None,
+        pii_key: bytes,
+        in_process: bool = True,
     ) -> None:
         self.policy = policy
         self.partition = dict(partition)
-        self.silver_steps = silver_steps
-        self.gold_steps = gold_steps
+        self.silver_specs = tuple(silver_steps)
+        self.gold_specs = tuple(gold_steps)
+        self.base_dir = base_dir
         self.staging = staging
-        self.certified_schema = certified_schema
-        self.remediator = remediator
-        self.silver_rules = compile_rules(policy, Stage.SILVER)
-        self.gold_rules = compile_rules(policy, Stage.GOLD)
-        self.trackers = [UniqueTracker(c.column or "") for c in policy.dq if c.check == "unique"]
-        self.sequencer = Sequencer()
+        self.certified_schema = dict(certified_schema) if certified_schema else None
+        self.pii_key = pii_key
+        self.in_process = in_process
+        self.unique_columns = tuple(c.column or "" for c in policy.dq if c.check == "unique")
         self.pii_actions: dict[str, str] = {r.pattern: r.action for r in policy.pii.detection}
         self.pii_patterns = tuple(dict.fromkeys([*self.pii_actions, *policy.pii.scan_for]))
         # PII found without a rule fails G5_PII and is redacted, so neither the quarantine nor
         # (at levels that let the batch through) the certified table ever holds it raw.
         self.safe_actions = {p: self.pii_actions.get(p, "redact") for p in self.pii_patterns}
+        self._built: dict[str, Any] | None = None
+
+    # Pickle as plain data; compiled steps, rules and ciphers are rebuilt in each worker.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_built"] = None
+        return state
+
+    def _build(self) -> dict[str, Any]:
+        if self._built is None:
+            self._built = {
+                "silver_steps": compile_steps(self.silver_specs, self.base_dir),
+                "gold_steps": compile_steps(self.gold_specs, self.base_dir),
+                "silver_rules": compile_rules(self.policy, Stage.SILVER),
+                "gold_rules": compile_rules(self.policy, Stage.GOLD),
+                "remediator": PiiRemediator(self.pii_key),
+            }
+        return self._built
+
+    @property
+    def needs_ordering(self) -> bool:
+        return bool(self.unique_columns)
 
     # -- helpers -------------------------------------------------------------------------
     def _with_partition(self, df: pl.DataFrame) -> pl.DataFrame:
@@ -98,10 +150,11 @@ class ChunkProcessor:
         if df.height == 0:
             return
         df = df.drop([c for c in df.columns if c.startswith(DUP_PREFIX)])
-        if self.remediator is not None and self.safe_actions:
+        if self.safe_actions:
             findings = detect(df, list(self.safe_actions), self._pii_columns(df))
             if findings.total:
-                df, _ = self.remediator.remediate(df, self.safe_actions, findings)
+                remediator: PiiRemediator = self._build()["remediator"]
+                df, _ = remediator.remediate(df, self.safe_actions, findings)
         text = df.with_columns(
             [pl.col(c).cast(pl.String) for c in df.columns if c not in (ROW_COLUMN,)]
         ).with_columns(pl.lit(str(stage)).alias(STAGE_COLUMN))
@@ -114,11 +167,10 @@ class ChunkProcessor:
             return None
         return [c for c in columns if c in df.columns]
 
-    def _missing_required(self, df: pl.DataFrame, tally: GateTally) -> bool:
-        missing = [f for f in self.policy.contract_lite.required_fields if f not in df.columns]
-        for name in missing:
-            tally.batch_signatures[f"MISSING_FIELD:{name}"] += 1
-        return bool(missing)
+    def _missing_required(self, df: pl.DataFrame, tally: GateTally) -> None:
+        for name in self.policy.contract_lite.required_fields:
+            if name not in df.columns:
+                tally.batch_signatures[f"MISSING_FIELD:{name}"] += 1
 
     def _split(
         self,
@@ -133,8 +185,19 @@ class ChunkProcessor:
         self._quarantine(out, stage, split.invalid)
         return split.valid
 
-    # -- stages --------------------------------------------------------------------------
+    def _count_step_delta(self, out: ChunkOutcome, before: int, after: int) -> None:
+        if after < before:
+            out.rows_dropped += before - after
+        else:
+            out.rows_added += after - before
+
+    # -- phases --------------------------------------------------------------------------
     def __call__(self, chunk: Chunk) -> ChunkOutcome:
+        """Both phases at once: for chunks that need no ordered duplicate check."""
+        return self.finish((self.prepare(chunk), {}))
+
+    def prepare(self, chunk: Chunk) -> Prepared:
+        """Bronze (malformed lines, G3_SCHEMA) and the silver steps."""
         out = ChunkOutcome(index=chunk.index, rows_read=chunk.df.height)
         clock = time.perf_counter()
         if chunk.malformed is not None and chunk.malformed.height:
@@ -149,46 +212,58 @@ class ChunkProcessor:
             out.tallies.append(tally)
             self._quarantine(out, Stage.BRONZE, chunk.malformed)
         if chunk.df.height == 0:
-            with self.sequencer.turn(chunk.index):
-                pass
-            return out
-
+            return Prepared(out)
         conformed = conform(chunk.df, self.policy, typed=chunk.typed)
         out.tallies.append(conformed.tally)
         self._quarantine(out, Stage.BRONZE, conformed.invalid)
         if conformed.broken:
             out.broken = True
-            with self.sequencer.turn(chunk.index):
-                pass
-            return out
+            return Prepared(out)
         bronze = self._with_partition(conformed.df)
         self.staging.bronze.write(chunk.index, bronze)
         out.rows_bronze = bronze.height
         out.seconds["bronze"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        silver = apply_steps(bronze, self.silver_steps)
+        silver = apply_steps(bronze, self._build()["silver_steps"])
         self._count_step_delta(out, bronze.height, silver.height)
         contract = GateTally(stage=Stage.SILVER, gate=G4_CONTRACT)
         self._missing_required(silver, contract)
         out.tallies.append(contract)
-        with self.sequencer.turn(chunk.index):
-            flags = [
-                t.check(silver[t.column]).alias(f"_sf_dup_{t.column}")
-                for t in self.trackers
-                if t.column in silver.columns
-            ]
-        if flags:
-            silver = silver.with_columns(flags)
-        silver = self._split(silver, self.silver_rules, Stage.SILVER, (G4_CONTRACT, DQ), out)
-        silver = silver.drop([c for c in silver.columns if c.startswith("_sf_dup_")])
-        silver = self._pii(silver, out)
-        self.staging.silver.write(chunk.index, silver)
-        out.rows_silver = silver.height
+        keys = {c: unique_keys(silver[c]) for c in self.unique_columns if c in silver.columns}
         out.seconds["silver"] = time.perf_counter() - clock
+        if self.in_process or not keys:
+            return Prepared(out, frame=silver, keys=keys)
+        # Out of process: hand the frame over as a file instead of sending it back and forth.
+        self.staging.handoff.write(chunk.index, silver)
+        return Prepared(out, frame_path=str(self.staging.handoff.folder), keys=keys)
+
+    def finish(self, item: tuple[Prepared, Mapping[str, np.ndarray]]) -> ChunkOutcome:
+        """Silver gates (with the duplicate flags), PII, gold steps and gold gates."""
+        prepared, duplicates = item
+        out = prepared.outcome
+        silver = prepared.frame
+        if silver is None and prepared.frame_path is not None:
+            path = Path(prepared.frame_path) / f"part-{out.index:07d}.parquet"
+            silver = pl.read_parquet(path)
+            path.unlink()
+        if silver is None:
+            return out
+        built = self._build()
+        clock = time.perf_counter()
+        if duplicates:
+            silver = silver.with_columns(
+                [pl.Series(f"{DUP_PREFIX}{c}", flags) for c, flags in duplicates.items()]
+            )
+        silver = self._split(silver, built["silver_rules"], Stage.SILVER, (G4_CONTRACT, DQ), out)
+        silver = silver.drop([c for c in silver.columns if c.startswith(DUP_PREFIX)])
+        silver = self._pii(silver, out)
+        self.staging.silver.write(out.index, silver)
+        out.rows_silver = silver.height
+        out.seconds["silver"] = out.seconds.get("silver", 0.0) + time.perf_counter() - clock
 
         clock = time.perf_counter()
-        gold = self._with_partition(apply_steps(silver, self.gold_steps))
+        gold = self._with_partition(apply_steps(silver, built["gold_steps"]))
         self._count_step_delta(out, silver.height, gold.height)
         out.tallies.append(
             compare_output(
@@ -202,20 +277,14 @@ class ChunkProcessor:
         gold_contract = GateTally(stage=Stage.GOLD, gate=G4_CONTRACT)
         self._missing_required(gold, gold_contract)
         out.tallies.append(gold_contract)
-        gold = self._split(gold, self.gold_rules, Stage.GOLD, (G4_CONTRACT,), out)
+        gold = self._split(gold, built["gold_rules"], Stage.GOLD, (G4_CONTRACT,), out)
         # System columns (_sf_row, …) stay in bronze/silver for tracing, not in gold/certified.
         gold = gold.drop([c for c in gold.columns if c.startswith(SYSTEM_PREFIX)])
-        self.staging.gold.write(chunk.index, gold)
+        self.staging.gold.write(out.index, gold)
         out.rows_gold = gold.height
         out.gold_schema = dict(gold.schema)
         out.seconds["gold"] = time.perf_counter() - clock
         return out
-
-    def _count_step_delta(self, out: ChunkOutcome, before: int, after: int) -> None:
-        if after < before:
-            out.rows_dropped += before - after
-        else:
-            out.rows_added += after - before
 
     def _pii(self, df: pl.DataFrame, out: ChunkOutcome) -> pl.DataFrame:
         tally = GateTally(stage=Stage.SILVER, gate=G5_PII, rows_checked=df.height)
@@ -233,8 +302,9 @@ class ChunkProcessor:
                 rule_columns is not None and column not in rule_columns
             ):
                 tally.batch_signatures[f"PII_DETECTED:{pattern}:{column}"] += 1
-        if findings.total and self.remediator is not None:
-            df, actions = self.remediator.remediate(df, self.safe_actions, findings)
+        if findings.total:
+            remediator: PiiRemediator = self._build()["remediator"]
+            df, actions = remediator.remediate(df, self.safe_actions, findings)
             for key, count in actions.items():
                 tally.counters[f"remediated:{key}"] += count
         return df

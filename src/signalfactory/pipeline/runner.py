@@ -13,7 +13,7 @@ import json
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -42,20 +42,20 @@ from signalfactory.core.records import (
 )
 from signalfactory.enforcement.catalog import CERTIFICATION
 from signalfactory.enforcement.outcomes import Decision
-from signalfactory.enforcement.pii import PII_PATTERNS, PiiRemediator
+from signalfactory.enforcement.pii import PII_PATTERNS
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
 from signalfactory.enforcement.schema import logical_schema
 from signalfactory.pipeline.alerts import build_alerts
-from signalfactory.pipeline.chunkflow import ChunkOutcome, ChunkProcessor, Staging
+from signalfactory.pipeline.chunkflow import ChunkOutcome, ChunkProcessor, Prepared, Staging
 from signalfactory.pipeline.gating import decide_gates, totals
 from signalfactory.pipeline.hooks import HookSet, RunHook
 from signalfactory.pipeline.paths import DatasetPaths
 from signalfactory.pipeline.publish import Published, publish
-from signalfactory.production.engines import create_engine
+from signalfactory.pipeline.uniqueness import UniqueTracker
+from signalfactory.production.engines import EngineCache, check_engine, create_engine
 from signalfactory.production.formats import read_chunks
-from signalfactory.production.lake import StagedLayer, table_schema
+from signalfactory.production.lake import table_schema
 from signalfactory.production.spec import PipelineSpec
-from signalfactory.production.steps import compile_steps
 
 log = structlog.get_logger("signalfactory.run")
 ACTOR = "signalfactory.runner"
@@ -101,16 +101,23 @@ class RunContext:
     partition: dict[str, str]
     files: list[Path]
     producer: str
-    remediator: PiiRemediator
+    pii_key: bytes
     staging_dir: Path
 
 
 def idempotency_key(
-    files: Sequence[Path], spec: PipelineSpec, partition: Mapping[str, str], policy_digest: str
+    files: Sequence[Path],
+    spec: PipelineSpec,
+    partition: Mapping[str, str],
+    policy_digest: str,
+    manifest_digest: str | None = None,
 ) -> str:
-    """SHA-256 of the input digests + pipeline params + policy + salt (B3)."""
+    """SHA-256 of the input digests (or the manifest's) + pipeline params + policy + salt (B3)."""
     digest = hashlib.sha256()
-    for path in files:
+    if manifest_digest is not None:
+        # The manifest's files were just verified against it: no need to read them twice.
+        digest.update(f"manifest:{manifest_digest}\n".encode())
+    for path in files if manifest_digest is None else ():
         with path.open("rb") as handle:
             content = hashlib.file_digest(handle, "sha256").hexdigest()
         digest.update(f"{path.name}:{path.stat().st_size}:{content}\n".encode())
@@ -143,7 +150,9 @@ class PipelineRunner:
         *,
         pii_key: Callable[[], bytes],
         hooks: Sequence[RunHook] = (),
+        engines: EngineCache | None = None,
     ) -> None:
+        self.engines = engines
         self.store = store
         self.lake_root = lake_root
         self.staging_root = staging_root
@@ -165,11 +174,11 @@ class PipelineRunner:
     def _event(self, kind: LifecycleEventType, run: RunRecord, **payload: Any) -> None:
         self.hooks.event(LifecycleEvent(kind, run.run_id, run.dataset_urn, payload))
 
-    def _remediator(self, policy: PolicyBundle) -> PiiRemediator:
+    def _pii_key_for(self, policy: PolicyBundle) -> bytes:
         if any(rule.action == "tokenize" for rule in policy.pii.detection):
-            return PiiRemediator(self.pii_key())
+            return self.pii_key()
         # mask and redact need no secret; a throwaway key keeps one code path.
-        return PiiRemediator(secrets.token_bytes(64))
+        return secrets.token_bytes(64)
 
     def _fail(self, run: RunRecord, exc: BaseException, created: bool) -> RunRecord:
         raw = exc.message if isinstance(exc, SignalFactoryError) else f"{type(exc).__name__}: {exc}"
@@ -208,8 +217,8 @@ class PipelineRunner:
         dataset = DatasetSpec.model_validate(record.spec)
         policy = PolicyBundle.model_validate(record.policy)
         partition = spec.resolve_partition(dict(partition_given))
-        create_engine(spec.engine, spec.max_workers).close()  # unknown engine: exit 2
-        remediator = self._remediator(policy)  # tokenize without a key: exit 2
+        check_engine(spec.engine)  # unknown engine: exit 2
+        pii_key = self._pii_key_for(policy)  # tokenize without a key: exit 2
         paths = DatasetPaths.for_dataset(dataset, self.lake_root)
         plan_started = utcnow()
         run = RunRecord(
@@ -224,11 +233,14 @@ class PipelineRunner:
             started_at=plan_started,
         )
         try:
-            files = spec.resolve_files(partition)
+            inputs = spec.resolve_inputs(partition)  # verifies manifest digests first
+            files = inputs.files
             policy_digest = hashlib.sha256(
                 json.dumps(record.policy, sort_keys=True, default=str).encode()
             ).hexdigest()
-            key = idempotency_key(files, spec, partition, policy_digest)
+            key = idempotency_key(files, spec, partition, policy_digest, inputs.digest)
+        except ConfigError:
+            raise  # a malformed manifest is a configuration error: exit 2, no run recorded
         except SignalFactoryError as exc:
             return RunOutcome(self._fail(run, exc, created=False))
         for previous in self.store.find_runs_by_key(key):
@@ -260,7 +272,7 @@ class PipelineRunner:
             partition,
             files,
             producer,
-            remediator,
+            pii_key,
             self.staging_root / run.run_id,
         )
         try:
@@ -275,27 +287,44 @@ class PipelineRunner:
 
     # -- stage + process -----------------------------------------------------------------
     def _stream(self, ctx: RunContext, staging: Staging) -> list[ChunkOutcome]:
+        spec = ctx.spec
+        if self.engines is not None:
+            engine = self.engines.get(spec.engine, spec.max_workers, spec.engine_address)
+        else:
+            engine = create_engine(spec.engine, spec.max_workers, spec.engine_address)
         processor = ChunkProcessor(
             policy=ctx.policy,
             partition=ctx.partition,
-            silver_steps=compile_steps(ctx.spec.steps.silver, ctx.spec.base_dir),
-            gold_steps=compile_steps(ctx.spec.steps.gold, ctx.spec.base_dir),
+            silver_steps=ctx.spec.steps.silver,
+            gold_steps=ctx.spec.steps.gold,
+            base_dir=ctx.spec.base_dir,
             staging=staging,
-            remediator=ctx.remediator,
             certified_schema=_certified_schema(table_schema(ctx.paths.certified)),
+            pii_key=ctx.pii_key,
+            in_process=engine.in_process,
         )
-        engine = create_engine(ctx.spec.engine, ctx.spec.max_workers)
         try:
             chunks = read_chunks(ctx.files, ctx.spec.source.format, ctx.spec.chunk_size)
-            return list(engine.map(processor, chunks))
+            if not processor.needs_ordering:
+                return list(engine.map(processor, chunks))
+            trackers = {c: UniqueTracker(c) for c in processor.unique_columns}
+
+            def flagged(prepared: Iterator[Prepared]) -> Iterator[tuple[Prepared, dict[str, Any]]]:
+                # The ordered step between the two phases: engine.map yields in chunk order.
+                for item in prepared:
+                    flags = {c: trackers[c].check_keys(*k) for c, k in item.keys.items()}
+                    yield item, flags
+
+            return list(
+                engine.map(processor.finish, flagged(engine.map(processor.prepare, chunks)))
+            )
         finally:
-            engine.close()
+            if self.engines is None:
+                engine.close()
 
     def _execute(self, ctx: RunContext, plan_started: datetime) -> RunOutcome:
         run = ctx.run
-        staging = Staging(
-            *(StagedLayer(ctx.staging_dir / n) for n in ("bronze", "silver", "gold", "quarantine"))
-        )
+        staging = Staging.under(ctx.staging_dir)
         timings = [StageTiming("plan", plan_started, utcnow(), rows_in=len(ctx.files))]
         stream_started = utcnow()
         outcomes = self._stream(ctx, staging)

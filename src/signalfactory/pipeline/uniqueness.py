@@ -2,7 +2,8 @@
 
 Integer keys are tracked exactly; other keys by their 64-bit polars hash (a collision needs
 ~4 billion distinct keys to become likely). The first occurrence of a key wins; later ones
-are flagged. Chunks call ``check`` in input order under ``Sequencer.turn``.
+are flagged. Workers compute ``unique_keys`` for their chunk; the driver calls
+``UniqueTracker.check_keys`` in chunk order, so the result does not depend on the engine.
 """
 
 from __future__ import annotations
@@ -14,40 +15,48 @@ from contextlib import contextmanager
 import numpy as np
 import polars as pl
 
+_SEED = 0x5F1A
+
+
+def unique_keys(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(64-bit keys, present mask) of a key column; nulls are never duplicates."""
+    present = series.is_not_null().to_numpy()
+    if series.dtype.is_integer():
+        keys = series.cast(pl.Int64).fill_null(0).reinterpret(signed=False)
+    else:
+        keys = series.hash(seed=_SEED)
+    # fill_null before to_numpy: nulls would turn the array into float64 and lose precision.
+    return keys.fill_null(0).to_numpy(), present
+
 
 class UniqueTracker:
     def __init__(self, column: str) -> None:
         self.column = column
         self._seen: np.ndarray = np.empty(0, dtype=np.uint64)
 
-    def _keys(self, series: pl.Series) -> pl.Series:
-        if series.dtype.is_integer():
-            return series.cast(pl.Int64).reinterpret(signed=False)
-        return series.hash(seed=0x5F1A)
-
-    def check(self, series: pl.Series) -> pl.Series:
+    def check_keys(self, keys: np.ndarray, present: np.ndarray) -> np.ndarray:
         """Flag rows whose key was seen in an earlier row (this chunk or before)."""
-        present = series.is_not_null()
-        keys = self._keys(series)
-        dup_in_chunk = ~keys.is_first_distinct()
-        # Nulls would turn the array into float64 (NaN), which cannot hold 64-bit keys
-        # exactly; null rows are masked by ``present`` anyway.
-        arr = keys.fill_null(0).to_numpy()
+        dup_in_chunk = np.zeros(keys.shape, dtype=bool)
+        dup_in_chunk[present] = ~pl.Series(keys[present]).is_first_distinct().to_numpy()
         if self._seen.size:
-            pos = np.searchsorted(self._seen, arr)
+            pos = np.searchsorted(self._seen, keys)
             pos[pos == self._seen.size] = 0
-            seen_before = self._seen[pos] == arr
+            seen_before = self._seen[pos] == keys
         else:
-            seen_before = np.zeros(arr.shape, dtype=bool)
-        flags = (pl.Series(seen_before) | dup_in_chunk) & present
-        new = np.sort(arr[present.to_numpy()])
+            seen_before = np.zeros(keys.shape, dtype=bool)
+        flags: np.ndarray = (seen_before | dup_in_chunk) & present
+        new = np.sort(keys[present])
         # Both runs are sorted: the stable sort (timsort) merges them in linear time.
         self._seen = np.sort(np.concatenate([self._seen, new]), kind="stable")
         return flags
 
+    def check(self, series: pl.Series) -> pl.Series:
+        keys, present = unique_keys(series)
+        return pl.Series(self.check_keys(keys, present))
+
 
 class Sequencer:
-    """Lets chunk workers pass one critical section strictly in chunk order."""
+    """Lets in-process chunk workers pass one critical section strictly in chunk order."""
 
     def __init__(self) -> None:
         self._next = 0

@@ -3,16 +3,19 @@
 An engine maps a function over chunks and yields results in input order. It keeps at most
 ``2 × max_workers`` chunks in flight, so memory follows chunk size and worker count, not
 input size. ``sequential`` runs in the calling thread; ``threads`` uses a thread pool (polars
-and pyarrow release the GIL, so threads scale on their kernels).
+and pyarrow release the GIL); ``processes`` a process pool (chunks travel as Arrow IPC);
+``dask`` a ``dask.distributed`` cluster (a LocalCluster unless an address is given) and
+``ray`` a Ray cluster (local unless an address is given). Dask and Ray are optional extras.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from signalfactory.core.errors import ConfigError
 from signalfactory.core.protocols import Engine
@@ -21,12 +24,38 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def ordered_window(
+    submit: Callable[[T], Any],
+    result: Callable[[Any], R],
+    items: Iterable[T],
+    window: int,
+    cancel: Callable[[Any], None] = lambda _h: None,
+) -> Iterator[R]:
+    """Submit items as results are consumed, never more than ``window`` in flight."""
+    pending: deque[Any] = deque()
+    try:
+        for item in items:
+            pending.append(submit(item))
+            if len(pending) >= window:
+                yield result(pending.popleft())
+        while pending:
+            yield result(pending.popleft())
+    finally:
+        for handle in pending:
+            cancel(handle)
+
+
+def _default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 2))
+
+
 class SequentialEngine:
     """Runs every chunk in the calling thread, one after another."""
 
-    name = "sequential"
+    name: str = "sequential"
+    in_process: bool = True
 
-    def __init__(self, max_workers: int | None = None) -> None:
+    def __init__(self, max_workers: int | None = None, address: str | None = None) -> None:
         self.max_workers = 1
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
@@ -40,26 +69,25 @@ class SequentialEngine:
 class ThreadEngine:
     """Runs chunks on a bounded thread pool; reading stays in the calling thread."""
 
-    name = "threads"
+    name: str = "threads"
+    in_process: bool = True
 
-    def __init__(self, max_workers: int | None = None) -> None:
-        self.max_workers = max_workers or min(8, os.cpu_count() or 2)
+    def __init__(self, max_workers: int | None = None, address: str | None = None) -> None:
+        self.max_workers = max_workers or _default_workers()
         self._pool: ThreadPoolExecutor | None = None
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="sf-chunk")
-        window: deque[Future[R]] = deque()
-        try:
-            for item in items:
-                window.append(self._pool.submit(fn, item))
-                if len(window) >= 2 * self.max_workers:
-                    yield window.popleft().result()
-            while window:
-                yield window.popleft().result()
-        finally:
-            for future in window:
-                future.cancel()
+        pool = self._pool
+
+        def submit(item: T) -> Future[R]:
+            return pool.submit(fn, item)
+
+        def result(handle: Future[R]) -> R:
+            return handle.result()
+
+        yield from ordered_window(submit, result, items, 2 * self.max_workers, lambda h: h.cancel())
 
     def close(self) -> None:
         if self._pool is not None:
@@ -67,17 +95,85 @@ class ThreadEngine:
             self._pool = None
 
 
-ENGINES: dict[str, Callable[[int | None], Engine]] = {
+class ProcessEngine:
+    """Runs chunks in worker processes (spawned, so no inherited thread state)."""
+
+    name: str = "processes"
+    in_process: bool = False
+
+    def __init__(self, max_workers: int | None = None, address: str | None = None) -> None:
+        self.max_workers = max_workers or _default_workers()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.max_workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        pool = self._pool
+
+        def submit(item: T) -> Future[R]:
+            return pool.submit(fn, item)
+
+        def result(handle: Future[R]) -> R:
+            return handle.result()
+
+        yield from ordered_window(submit, result, items, 2 * self.max_workers, lambda h: h.cancel())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _dask_engine(max_workers: int | None, address: str | None) -> Engine:
+    from signalfactory.production.engine_dask import DaskEngine
+
+    return DaskEngine(max_workers, address)
+
+
+def _ray_engine(max_workers: int | None, address: str | None) -> Engine:
+    from signalfactory.production.engine_ray import RayEngine
+
+    return RayEngine(max_workers, address)
+
+
+ENGINES: dict[str, Callable[[int | None, str | None], Engine]] = {
     "sequential": SequentialEngine,
     "threads": ThreadEngine,
+    "processes": ProcessEngine,
+    "dask": _dask_engine,
+    "ray": _ray_engine,
 }
 
 
-def create_engine(name: str, max_workers: int | None = None) -> Engine:
-    factory = ENGINES.get(name.lower())
-    if factory is None:
+def check_engine(name: str) -> str:
+    if name.lower() not in ENGINES:
         raise ConfigError(
             f"engine {name!r} is not known; available engines: {', '.join(sorted(ENGINES))}. "
             "Set 'engine:' in the pipeline file or pass --engine."
         )
-    return factory(max_workers)
+    return name.lower()
+
+
+def create_engine(name: str, max_workers: int | None = None, address: str | None = None) -> Engine:
+    return ENGINES[check_engine(name)](max_workers, address)
+
+
+class EngineCache:
+    """Engines kept alive between runs of one process (process pools, Dask clusters and Ray
+    take seconds to start). ``close`` shuts them all down."""
+
+    def __init__(self) -> None:
+        self._engines: dict[tuple[str, int | None, str | None], Engine] = {}
+
+    def get(self, name: str, max_workers: int | None, address: str | None) -> Engine:
+        key = (check_engine(name), max_workers, address)
+        if key not in self._engines:
+            self._engines[key] = create_engine(*key)
+        return self._engines[key]
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()

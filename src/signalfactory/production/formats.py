@@ -1,7 +1,11 @@
-"""Chunked readers for CSV, Parquet and JSON sources.
+"""Chunked readers for CSV, Parquet, JSON, Feather / Arrow IPC, HDF5 and Pickle sources.
 
-Each reader yields ``Chunk`` values of exactly ``chunk_size`` rows (the last may be smaller)
-without loading the whole input: CSV and NDJSON stream in blocks, Parquet by row group batches.
+``read_chunks`` yields ``Chunk`` values of exactly ``chunk_size`` rows (the last may be smaller)
+without loading the whole input where the format allows: CSV and NDJSON stream in blocks,
+Parquet by row group batches, Feather / Arrow IPC by record batch, HDF5 in row slices. A JSON
+array, a Feather v1 file and a pickle are read one file at a time. The format comes from the
+file extension unless ``source.format`` names it. Pickle runs code from the file while loading,
+so it is refused unless the pipeline sets ``source.allow_pickle: true``.
 CSV lines with the wrong number of fields are not lost: they come with the chunk as malformed
 rows (line number and raw text) and are quarantined with reason ``MALFORMED_ROW``.
 """
@@ -21,8 +25,12 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from signalfactory.core.errors import ConfigError, InputDataError
+from signalfactory.production.hdf5 import hdf5_batches
+from signalfactory.production.readers import feather_batches, pickle_batches
 
-FORMATS = ("csv", "parquet", "json")
+FORMATS = ("csv", "parquet", "json", "feather", "hdf5", "pickle")
+#: Other names ``format:`` accepts, and the format each one means.
+FORMAT_ALIASES = {"arrow": "feather", "ipc": "feather", "h5": "hdf5", "pkl": "pickle"}
 ROW_COLUMN = "_sf_row"
 FILE_COLUMN = "_sf_source_file"
 LINE_COLUMN = "_sf_source_line"
@@ -35,6 +43,13 @@ _EXTENSIONS = {
     ".json": "json",
     ".ndjson": "json",
     ".jsonl": "json",
+    ".feather": "feather",
+    ".arrow": "feather",
+    ".ipc": "feather",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
 }
 
 
@@ -55,22 +70,46 @@ def check_chunk_size(chunk_size: int, where: str) -> int:
     return chunk_size
 
 
+def canonical_format(name: str) -> str | None:
+    """``"arrow"`` → ``"feather"``; None when ``name`` is no format (case is ignored)."""
+    fmt = name.lower()
+    return fmt if fmt in FORMATS else FORMAT_ALIASES.get(fmt)
+
+
+def format_names() -> str:
+    """``csv, parquet, json, feather (or arrow, ipc), …`` for error messages."""
+    names = []
+    for fmt in FORMATS:
+        aliases = [a for a, f in FORMAT_ALIASES.items() if f == fmt]
+        names.append(f"{fmt} (or {', '.join(aliases)})" if aliases else fmt)
+    return ", ".join(names)
+
+
 def detect_format(path: Path, declared: str | None) -> str:
     if declared:
-        fmt = declared.lower()
-        if fmt not in FORMATS:
+        fmt = canonical_format(declared)
+        if fmt is None:
             raise ConfigError(
                 f"source.format {declared!r} is not supported; supported formats are "
-                f"{', '.join(FORMATS)} (more arrive with the industrial runtime)."
+                f"{format_names()}."
             )
         return fmt
     fmt_name = _EXTENSIONS.get(path.suffix.lower())
     if fmt_name is None:
         raise ConfigError(
             f"cannot tell the format of {path} from its extension; set source.format to one "
-            f"of {', '.join(FORMATS)}."
+            f"of {format_names()}."
         )
     return fmt_name
+
+
+def pickle_refused(source: object) -> str:
+    """Why a pickle ``source`` (a path) is refused without ``allow_pickle``."""
+    return (
+        f"source {source} is a pickle file; unpickling executes code from the file, so Signal "
+        "Factory refuses it unless the pipeline sets source.allow_pickle: true (only for files "
+        "you trust)"
+    )
 
 
 _DATA_AFTER_COUNT = re.compile(r"(got \d+)\s*:.*", re.DOTALL)
@@ -179,8 +218,51 @@ def _parquet_batches(path: Path, chunk_size: int) -> Iterator[pa.RecordBatch]:
         raise InputDataError(f"{path}: cannot be read as Parquet ({exc}).") from None
 
 
-def read_chunks(files: Sequence[Path], fmt: str | None, chunk_size: int) -> Iterator[Chunk]:
-    """Stream ``files`` as chunks of ``chunk_size`` rows, numbering rows in ``_sf_row``."""
+def _batches(
+    path: Path, kind: str, chunk_size: int, key: str | None, malformed: list[dict[str, object]]
+) -> Iterator[pa.RecordBatch]:
+    if kind == "csv":
+        return _csv_batches(path, malformed)
+    if kind == "json":
+        return _json_batches(path, chunk_size)
+    if kind == "parquet":
+        return _parquet_batches(path, chunk_size)
+    if kind == "feather":
+        return feather_batches(path)
+    if kind == "hdf5":
+        return hdf5_batches(path, chunk_size, key)
+    return pickle_batches(path, chunk_size)
+
+
+def read_chunks(
+    files: Sequence[Path],
+    fmt: str | None,
+    chunk_size: int,
+    *,
+    allow_pickle: bool = False,
+    key: str | None = None,
+) -> Iterator[Chunk]:
+    """Stream ``files`` as chunks of ``chunk_size`` rows, numbering rows in ``_sf_row``.
+
+    ``fmt`` overrides the extension. Formats and the pickle refusal are checked for every file
+    before any is read, so this raises ``ConfigError`` at once. ``key`` picks the table of an
+    HDF5 file that holds several.
+    """
+    kinds = [detect_format(path, fmt) for path in files]
+    for path, kind in zip(files, kinds, strict=True):
+        if kind == "pickle" and not allow_pickle:
+            raise ConfigError(pickle_refused(path))
+    if key is not None and files and "hdf5" not in kinds:
+        raise ConfigError(
+            f"source.key {key!r} picks a table inside an HDF5 file, but no input file is HDF5 "
+            f"({', '.join(sorted(set(kinds)))}). Remove source.key."
+        )
+    return _read_chunks(files, kinds, chunk_size, key)
+
+
+def _read_chunks(
+    files: Sequence[Path], kinds: Sequence[str], chunk_size: int, key: str | None
+) -> Iterator[Chunk]:
     index = 0
     row = 0
     rechunker = _Rechunker(chunk_size)
@@ -199,17 +281,10 @@ def read_chunks(files: Sequence[Path], fmt: str | None, chunk_size: int) -> Iter
         malformed = []
         return chunk
 
-    for path in files:
-        kind = detect_format(path, fmt)
+    for path, kind in zip(files, kinds, strict=True):
         typed = kind != "csv"
         file_malformed: list[dict[str, object]] = []
-        if kind == "csv":
-            batches: Iterator[pa.RecordBatch] = _csv_batches(path, file_malformed)
-        elif kind == "json":
-            batches = _json_batches(path, chunk_size)
-        else:
-            batches = _parquet_batches(path, chunk_size)
-        for batch in batches:
+        for batch in _batches(path, kind, chunk_size, key, file_malformed):
             for frame in rechunker.push(batch):
                 malformed.extend({**m, FILE_COLUMN: str(path)} for m in file_malformed)
                 file_malformed.clear()

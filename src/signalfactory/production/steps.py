@@ -1,4 +1,5 @@
-"""Pipeline steps: SQL over the chunk (polars SQL) or a Python function from a module file."""
+"""Pipeline steps: SQL over the chunk (polars SQL), a Python function from a module file, or
+``detect`` (anomaly scores and flags, see ``signalfactory.production.detect``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from signalfactory.core.errors import ConfigError, Terminal
+from signalfactory.production.detect import check_outputs, compile_detect
 from signalfactory.production.spec import StepSpec
 
 StepFn = Callable[[pl.DataFrame], pl.DataFrame]
@@ -54,10 +56,13 @@ def _sql_step(query: str) -> StepFn:
 
 
 def compile_steps(steps: Sequence[StepSpec], base_dir: Path) -> list[tuple[str, StepFn]]:
+    check_outputs(steps)
     compiled: list[tuple[str, StepFn]] = []
     for step in steps:
         if step.sql is not None:
             compiled.append((step.label, _sql_step(step.sql)))
+        elif step.detect is not None:
+            compiled.append((step.label, compile_detect(step)))
         else:
             compiled.append((step.label, _load_python(step.python or "", base_dir)))
     return compiled
