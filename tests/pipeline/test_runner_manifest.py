@@ -44,7 +44,8 @@ def test_manifest_source_certifies_and_keys_on_the_manifest(manifest_project: Pr
     assert first.run.certification_status is CertificationStatus.CERTIFIED
     assert read_table(certified_path(sf)).height == 1500
     again = manifest_project.run(sf)
-    assert again.reused and again.run.run_id == first.run.run_id
+    assert again.reused
+    assert again.run.run_id == first.run.run_id
 
 
 def test_a_wrong_digest_fails_the_run_and_writes_nothing(manifest_project: Project) -> None:
@@ -57,7 +58,8 @@ def test_a_wrong_digest_fails_the_run_and_writes_nothing(manifest_project: Proje
     assert files[0].name in error
     actual = hashlib.sha256(files[0].read_bytes()).hexdigest()
     expected = json.loads(manifest.read_text())["files"][0]["sha256"]
-    assert actual in error and expected in error
+    assert actual in error
+    assert expected in error
     lake = sf.settings.lake_root
     assert not lake.exists() or not any(p.is_file() for p in lake.rglob("*"))
     assert sf.store.list_quarantine() == []
