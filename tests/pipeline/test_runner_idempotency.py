@@ -91,7 +91,7 @@ def test_two_partitions_accumulate(project: Project) -> None:
     assert DeltaTable(certified_path(sf)).version() == 1
 
 
-def test_a_failed_run_is_not_reused(project: Project) -> None:
+def test_a_failed_run_is_resumed_not_reused(project: Project) -> None:
     project.write_module("boom", "def fail(batch):\n    raise ValueError('step broke')\n")
     broken = project.write_yaml(
         "pipeline_boom.yaml",
@@ -109,5 +109,10 @@ def test_a_failed_run_is_not_reused(project: Project) -> None:
     assert failed.run.status is RunStatus.FAILED
     retried = sf.run(broken, {"dt": DAY1})
     assert not retried.reused
-    assert retried.run.run_id != failed.run.run_id
+    # Re-running the key picks the failed run up from its checkpoints (B7)…
+    assert retried.run.run_id == failed.run.run_id
     assert retried.run.status is RunStatus.FAILED
+    reasons = [t.reason for t in sf.store.list_transitions(failed.run.run_id)]
+    assert "resumed from its checkpoints" in reasons
+    # …and never publishes anything while the step keeps failing.
+    assert sf.store.get_certification(URN).certified_version is None

@@ -434,7 +434,9 @@ def test_hdf5_from_pandas_reads_missing_values_as_null(tmp_path: Path) -> None:
     got = read_all([path])
     assert got["name"].to_list() == ["a", None, "é"]
     assert got["score"].to_list() == [1.5, None, 2.0]
-    assert got["seen"].dtype == pl.Datetime(got["seen"].dtype.time_unit, "UTC")  # type: ignore[union-attr]
+    seen = got["seen"].dtype
+    assert isinstance(seen, pl.Datetime)
+    assert seen.time_zone == "UTC"
     assert got["seen"].is_null().to_list() == [False, True, False]
     assert got["size"].to_list() == ["S", "L", None]
 

@@ -37,6 +37,33 @@ class GateTally:
     metrics: dict[str, Any] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": str(self.stage),
+            "gate": self.gate,
+            "rows_checked": self.rows_checked,
+            "rows_failed": self.rows_failed,
+            "row_signatures": dict(self.row_signatures),
+            "batch_signatures": dict(self.batch_signatures),
+            "warn_signatures": dict(self.warn_signatures),
+            "metrics": self.metrics,
+            "counters": dict(self.counters),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GateTally:
+        return cls(
+            stage=Stage(data["stage"]),
+            gate=data["gate"],
+            rows_checked=int(data["rows_checked"]),
+            rows_failed=int(data["rows_failed"]),
+            row_signatures=Counter(data["row_signatures"]),
+            batch_signatures=Counter(data["batch_signatures"]),
+            warn_signatures=Counter(data["warn_signatures"]),
+            metrics=dict(data["metrics"]),
+            counters=Counter(data["counters"]),
+        )
+
     def add(self, other: GateTally) -> None:
         self.rows_checked += other.rows_checked
         self.rows_failed += other.rows_failed

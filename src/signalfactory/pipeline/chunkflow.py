@@ -60,6 +60,39 @@ class ChunkOutcome:
     seconds: dict[str, float] = field(default_factory=dict)
     gold_schema: dict[str, pl.DataType] | None = None
 
+    _COUNTS = (
+        "rows_read",
+        "rows_quarantined",
+        "rows_dropped",
+        "rows_added",
+        "rows_gold",
+        "rows_silver",
+        "rows_bronze",
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        """What a checkpoint keeps of a finished chunk (B7)."""
+        data: dict[str, Any] = {k: getattr(self, k) for k in self._COUNTS}
+        data.update(
+            index=self.index,
+            broken=self.broken,
+            seconds=self.seconds,
+            tallies=[t.to_json() for t in self.tallies],
+        )
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ChunkOutcome:
+        out = cls(
+            index=int(data["index"]),
+            broken=bool(data["broken"]),
+            seconds=dict(data["seconds"]),
+            tallies=[GateTally.from_json(t) for t in data["tallies"]],
+        )
+        for key in cls._COUNTS:
+            setattr(out, key, int(data[key]))
+        return out
+
 
 @dataclass
 class Prepared:
@@ -85,6 +118,16 @@ class Staging:
     @property
     def handoff(self) -> StagedLayer:
         return StagedLayer(self.bronze.folder.parent / "handoff")
+
+
+def discard_unfinished(folder: Path, done: set[int]) -> None:
+    """Before resuming: drop staged files of chunks that have no checkpoint."""
+    if not folder.is_dir():
+        return
+    for path in folder.rglob("part-*"):
+        index = path.name.removeprefix("part-")[:7]
+        if index.isdigit() and int(index) not in done:
+            path.unlink()
 
 
 class ChunkProcessor:

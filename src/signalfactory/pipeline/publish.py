@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from signalfactory.core.faults import crash_point
 from signalfactory.core.protocols import MetadataStore
 from signalfactory.core.records import GateResult, QuarantineRecord, RunRecord, Stage
 from signalfactory.enforcement.checks import REASONS
@@ -85,6 +86,11 @@ def publish(
     decisions: Sequence[Decision],
     rows_quarantined: int,
 ) -> Published:
+    """Commit everything a run writes; safe to call again after a crash (exactly-once).
+
+    Every commit carries a Delta application transaction keyed by the run, so a retry after
+    a crash between a commit and the store update finds the commit instead of redoing it.
+    """
     holding = [d for d in decisions if d.holds]
     metadata = {
         "signalfactory.run_id": run.run_id,
@@ -104,9 +110,11 @@ def publish(
                 partition,
                 {**metadata, "signalfactory.layer": layer},
                 merge_schema=merge_schema,
+                app_id=f"signalfactory:{run.run_id}:{layer}",
             )
             if result:
                 commits[layer] = result
+        crash_point("after_layer_commits")
     table = path = None
     if staging.quarantine.files():
         table = quarantine_name(dataset, partition, run.run_id)
@@ -117,9 +125,12 @@ def publish(
             {},
             {**metadata, "signalfactory.layer": "quarantine"},
             merge_schema=True,
+            app_id=f"signalfactory:{run.run_id}:quarantine",
         )
+        recorded = any(q.run_id == run.run_id for q in store.list_quarantine(dataset.urn))
         if result:
             commits["quarantine"] = result
+        if result and not recorded:
             store.add_quarantine(
                 QuarantineRecord(
                     dataset_urn=dataset.urn,
@@ -142,7 +153,9 @@ def publish(
             partition,
             {**metadata, "signalfactory.layer": "certified"},
             merge_schema=merge_schema,
+            app_id=f"signalfactory:{run.run_id}:certified",
         )
+        crash_point("after_certified_commit")
         if result:
             commits["certified"] = result
             certified_rows = result.rows

@@ -24,10 +24,12 @@ import pyarrow as pa
 import structlog
 
 from signalfactory.core.errors import ConfigError, SignalFactoryError
+from signalfactory.core.faults import crash_point
 from signalfactory.core.protocols import MetadataStore
 from signalfactory.core.records import (
     CertificationState,
     CertificationStatus,
+    Checkpoint,
     Evidence,
     GateResult,
     LifecycleEvent,
@@ -46,13 +48,21 @@ from signalfactory.enforcement.pii import PII_PATTERNS
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
 from signalfactory.enforcement.schema import logical_schema
 from signalfactory.pipeline.alerts import build_alerts
-from signalfactory.pipeline.chunkflow import ChunkOutcome, ChunkProcessor, Prepared, Staging
+from signalfactory.pipeline.chunkflow import (
+    ChunkOutcome,
+    ChunkProcessor,
+    Prepared,
+    Staging,
+    discard_unfinished,
+)
 from signalfactory.pipeline.gating import decide_gates, totals
 from signalfactory.pipeline.hooks import HookSet, RunHook
+from signalfactory.pipeline.leases import Heartbeat, claim, wait_for
 from signalfactory.pipeline.paths import DatasetPaths
 from signalfactory.pipeline.publish import Published, publish
-from signalfactory.pipeline.uniqueness import UniqueTracker
+from signalfactory.pipeline.uniqueness import KeyStore, UniqueTracker
 from signalfactory.production.engines import EngineCache, check_engine, create_engine
+from signalfactory.production.exports import run_exports
 from signalfactory.production.formats import read_chunks
 from signalfactory.production.lake import table_schema
 from signalfactory.production.spec import PipelineSpec
@@ -122,7 +132,16 @@ def idempotency_key(
             content = hashlib.file_digest(handle, "sha256").hexdigest()
         digest.update(f"{path.name}:{path.stat().st_size}:{content}\n".encode())
     params = spec.model_dump(
-        mode="json", exclude={"base_dir", "source_file", "engine", "max_workers", "chunk_size"}
+        mode="json",
+        exclude={
+            "base_dir",
+            "source_file",
+            "engine",
+            "engine_address",
+            "max_workers",
+            "chunk_size",
+            "exports",
+        },
     )
     digest.update(json.dumps([params, dict(partition), policy_digest], sort_keys=True).encode())
     return digest.hexdigest()
@@ -243,18 +262,36 @@ class PipelineRunner:
             raise  # a malformed manifest is a configuration error: exit 2, no run recorded
         except SignalFactoryError as exc:
             return RunOutcome(self._fail(run, exc, created=False))
-        for previous in self.store.find_runs_by_key(key):
-            if previous.status is RunStatus.SUCCEEDED:
-                evidence = self.store.list_evidence(run_id=previous.run_id)
-                return RunOutcome(previous, evidence=evidence, reused=True)
-        run = replace(run, idempotency_key=key)
-        self.store.create_run(run)
-        self._transition(run, None, f"run started by {spec.source_file or 'api'}")
+        while True:
+            previous = self.store.find_runs_by_key(key)
+            for done in previous:
+                if done.status is RunStatus.SUCCEEDED:
+                    evidence = self.store.list_evidence(run_id=done.run_id)
+                    return RunOutcome(done, evidence=evidence, reused=True)
+            # A crashed or failed run of the same key is resumed from its checkpoints.
+            resumable = next((r for r in previous if r.status is not RunStatus.PENDING), None)
+            run_id = resumable.run_id if resumable else run.run_id
+            lease = claim(self.store, key, run_id)
+            if lease.run_id == run_id:
+                break
+            winner = wait_for(self.store, key, lease.run_id)
+            if winner is not None:
+                evidence = self.store.list_evidence(run_id=winner.run_id)
+                return RunOutcome(winner, evidence=evidence, reused=True)
         producer = (
             dataset.producer_urn
             or spec.producer_urn
             or f"urn:signalfactory:pipeline:{spec.pipeline}"
         )
+        if resumable is not None:
+            spec = spec.model_copy(update={"chunk_size": resumable.chunk_size})
+            run = replace(resumable, status=RunStatus.RUNNING, error=None, finished_at=None)
+            self.store.update_run(run)
+            self._transition(run, resumable.status, "resumed from its checkpoints")
+        else:
+            run = replace(run, idempotency_key=key)
+            self.store.create_run(run)
+            self._transition(run, None, f"run started by {spec.source_file or 'api'}")
         self._event(
             LifecycleEventType.JOB_RUN_STARTED,
             run,
@@ -262,6 +299,8 @@ class PipelineRunner:
             scheduled_time=None,
             code_ref=spec.code_ref,
             partition=partition,
+            pipeline_file=spec.source_file,
+            resumed=resumable is not None,
         )
         ctx = RunContext(
             run,
@@ -275,19 +314,26 @@ class PipelineRunner:
             pii_key,
             self.staging_root / run.run_id,
         )
-        try:
-            outcome = self._execute(ctx, plan_started)
-        except Exception as exc:  # any failure ends the run FAILED, recorded
-            log.error("run_failed", run_id=run.run_id, error_type=type(exc).__name__)
-            return RunOutcome(self._fail(run, exc, created=True))
-        finally:
-            shutil.rmtree(ctx.staging_dir, ignore_errors=True)
+        with Heartbeat(self.store, key, run.run_id):
+            try:
+                outcome = self._execute(ctx, plan_started)
+            except Exception as exc:  # any failure ends the run FAILED, recorded
+                log.error("run_failed", run_id=run.run_id, error_type=type(exc).__name__)
+                # Staging and checkpoints stay: re-running the key resumes from them.
+                return RunOutcome(self._fail(run, exc, created=True))
+        shutil.rmtree(ctx.staging_dir, ignore_errors=True)
         self.hooks.run_end(outcome.run)
         return outcome
 
     # -- stage + process -----------------------------------------------------------------
     def _stream(self, ctx: RunContext, staging: Staging) -> list[ChunkOutcome]:
+        """Process every chunk not yet checkpointed; return all chunks' outcomes in order."""
         spec = ctx.spec
+        done = {
+            c.chunk_index: ChunkOutcome.from_json(c.payload)
+            for c in self.store.list_checkpoints(ctx.run.run_id)
+        }
+        discard_unfinished(ctx.staging_dir, set(done))
         if self.engines is not None:
             engine = self.engines.get(spec.engine, spec.max_workers, spec.engine_address)
         else:
@@ -295,32 +341,57 @@ class PipelineRunner:
         processor = ChunkProcessor(
             policy=ctx.policy,
             partition=ctx.partition,
-            silver_steps=ctx.spec.steps.silver,
-            gold_steps=ctx.spec.steps.gold,
-            base_dir=ctx.spec.base_dir,
+            silver_steps=spec.steps.silver,
+            gold_steps=spec.steps.gold,
+            base_dir=spec.base_dir,
             staging=staging,
             certified_schema=_certified_schema(table_schema(ctx.paths.certified)),
             pii_key=ctx.pii_key,
             in_process=engine.in_process,
         )
-        try:
-            chunks = read_chunks(ctx.files, ctx.spec.source.format, ctx.spec.chunk_size)
-            if not processor.needs_ordering:
-                return list(engine.map(processor, chunks))
-            trackers = {c: UniqueTracker(c) for c in processor.unique_columns}
+        keys = KeyStore(ctx.staging_dir / "keys")
+        trackers = {c: UniqueTracker(c) for c in processor.unique_columns}
+        for index in sorted(done):
+            for column, tracker in trackers.items():
+                tracker.seed(keys.load(column, index))
 
-            def flagged(prepared: Iterator[Prepared]) -> Iterator[tuple[Prepared, dict[str, Any]]]:
-                # The ordered step between the two phases: engine.map yields in chunk order.
-                for item in prepared:
-                    flags = {c: trackers[c].check_keys(*k) for c, k in item.keys.items()}
-                    yield item, flags
+        def flagged(prepared: Iterator[Prepared]) -> Iterator[tuple[Prepared, dict[str, Any]]]:
+            # The ordered step between the two phases: engine.map yields in chunk order.
+            for item in prepared:
+                flags = {}
+                for column, (values, present) in item.keys.items():
+                    flags[column] = trackers[column].check_keys(values, present)
+                    keys.save(column, item.outcome.index, values[present])
+                yield item, flags
 
-            return list(
-                engine.map(processor.finish, flagged(engine.map(processor.prepare, chunks)))
+        def checkpoint(outcome: ChunkOutcome) -> ChunkOutcome:
+            self.store.add_checkpoint(Checkpoint(ctx.run.run_id, outcome.index, outcome.to_json()))
+            crash_point("after_checkpoint", chunk=outcome.index)
+            return outcome
+
+        chunks = (
+            c
+            for c in read_chunks(
+                ctx.files,
+                spec.source.format,
+                spec.chunk_size,
+                allow_pickle=spec.source.allow_pickle,
+                key=spec.source.key,
             )
+            if c.index not in done
+        )
+        try:
+            if processor.needs_ordering:
+                results = engine.map(
+                    processor.finish, flagged(engine.map(processor.prepare, chunks))
+                )
+            else:
+                results = engine.map(processor, chunks)
+            fresh = [checkpoint(outcome) for outcome in results]
         finally:
             if self.engines is None:
                 engine.close()
+        return sorted([*done.values(), *fresh], key=lambda o: o.index)
 
     def _execute(self, ctx: RunContext, plan_started: datetime) -> RunOutcome:
         run = ctx.run
@@ -454,6 +525,20 @@ class PipelineRunner:
                 files_added=commit.files_added,
                 partition_key=",".join(f"{k}={v}" for k, v in ctx.partition.items()),
             )
+        exports = (
+            run_exports(
+                ctx.spec.exports,
+                certified_path=ctx.paths.certified,
+                gold_path=ctx.paths.gold,
+                quarantine_path=published.quarantine_path,
+                partition=ctx.partition,
+                base_dir=ctx.spec.base_dir,
+            )
+            if ctx.spec.exports and not held
+            else []
+        )
+        if exports:
+            reconciliation = {**reconciliation, "exports": exports}
         alerts = build_alerts(dataset, ctx.policy, evidence, held_context, held)
         for alert in alerts:
             self.hooks.alert(alert)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -50,9 +51,32 @@ class UniqueTracker:
         self._seen = np.sort(np.concatenate([self._seen, new]), kind="stable")
         return flags
 
+    def seed(self, keys: np.ndarray) -> None:
+        """Add keys of chunks finished before a crash (resume) without checking them."""
+        self._seen = np.sort(np.concatenate([self._seen, keys.astype(np.uint64)]), kind="stable")
+
     def check(self, series: pl.Series) -> pl.Series:
         keys, present = unique_keys(series)
         return pl.Series(self.check_keys(keys, present))
+
+
+class KeyStore:
+    """Keys of checkpointed chunks on disk, so a resumed run rebuilds its trackers."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, column: str, index: int) -> Path:
+        return self.folder / column / f"part-{index:07d}.npy"
+
+    def save(self, column: str, index: int, keys: np.ndarray) -> None:
+        path = self._path(column, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, keys)
+
+    def load(self, column: str, index: int) -> np.ndarray:
+        path = self._path(column, index)
+        return np.load(path) if path.is_file() else np.empty(0, dtype=np.uint64)
 
 
 class Sequencer:

@@ -8,7 +8,7 @@ never duplicates rows) and carries the run id in the commit metadata.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from signalfactory.core.errors import ConfigError
 
@@ -111,6 +111,25 @@ class StagedLayer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _committed(path: str, app_id: str) -> CommitResult | None:
+    """The commit an earlier attempt already made under ``app_id``, if any (exactly-once)."""
+    if not DeltaTable.is_deltatable(path):
+        return None
+    table = DeltaTable(path)
+    if table.transaction_version(app_id) is None:
+        return None
+    for entry in table.history():
+        if entry.get("signalfactory.app_id") == app_id:
+            metrics = entry.get("operationMetrics", {})
+            return CommitResult(
+                path=path,
+                version=int(entry["version"]),
+                rows=int(metrics.get("num_added_rows", 0) or 0),
+                files_added=int(metrics.get("num_added_files", 0) or 0),
+            )
+    return None
+
+
 def commit_layer(
     path: str,
     staged: StagedLayer,
@@ -118,32 +137,36 @@ def commit_layer(
     metadata: Mapping[str, str],
     *,
     merge_schema: bool = False,
-    columns: Sequence[str] | None = None,
+    app_id: str | None = None,
 ) -> CommitResult | None:
-    """Replace ``partition`` of the Delta table at ``path`` with the staged rows, atomically."""
+    """Replace ``partition`` of the Delta table at ``path`` with the staged rows, atomically.
+
+    With ``app_id`` the commit carries a Delta application transaction: if a crashed attempt
+    already committed under that id, nothing is written again and that commit is returned.
+    """
+    if app_id is not None:
+        done = _committed(path, app_id)
+        if done is not None:
+            return done
     files = staged.files()
     if not files:
         return None
-    reader = staged.reader()
-    if columns is not None:
-        keep = [c for c in reader.schema.names if c in columns]
-        table_schema_ = pa.schema([reader.schema.field(c) for c in keep])
-        reader = (
-            pads.dataset(files, schema=table_schema_)
-            .scanner(columns=keep, batch_size=256_000)
-            .to_reader()
-        )
     exists = DeltaTable.is_deltatable(path)
     Path(path).mkdir(parents=True, exist_ok=True)
     predicate = partition_predicate(partition) if exists else None
+    custom = dict(metadata)
+    transactions = []
+    if app_id is not None:
+        custom["signalfactory.app_id"] = app_id
+        transactions.append(Transaction(app_id, 1))
     write_deltalake(
         path,
-        reader,
+        staged.reader(),
         mode="overwrite",
         predicate=predicate,
         partition_by=list(partition) or None,
         schema_mode="merge" if merge_schema and exists else None,
-        commit_properties=CommitProperties(custom_metadata=dict(metadata)),
+        commit_properties=CommitProperties(custom_metadata=custom, app_transactions=transactions),
     )
     table = DeltaTable(path)
     version = int(table.version())
