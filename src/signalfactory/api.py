@@ -120,6 +120,23 @@ class SignalFactory:
             spec = load_pipeline(Path(pipeline), {"engine": engine, "chunk_size": chunk_size})
         return self.runner().run(spec, partition or {})
 
+    def resume(self, run_id: str) -> RunOutcome:
+        """Resume a crashed or failed run: re-run its pipeline file for its partition."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise NotFoundError(
+                f"run {run_id} does not exist in {self.store.display_url}; list runs with "
+                "`signalfactory runs`."
+            )
+        started = self.store.list_events(run_id=run_id, event_type="JobRunStarted")
+        source = next((e.payload.get("pipeline_file") for e in reversed(started)), None)
+        if not source:
+            raise ConfigError(
+                f"run {run_id} was started from Python, not from a pipeline file; resume it by "
+                "calling SignalFactory.run with the same pipeline and partition."
+            )
+        return self.run(Path(str(source)), dict(run.partition))
+
     # -- queued runs ---------------------------------------------------------------------
     def queue(self, *, max_concurrent: int = 1, name: str = "default") -> RunQueue[RunOutcome]:
         """Runs submitted by several callers, highest priority first, ``max_concurrent`` at once.

@@ -140,6 +140,20 @@ def run(
 
 
 @app.command()
+def resume(run_id: str, as_json: JsonOpt = False) -> None:
+    """Resume a crashed or failed run from its last checkpoint (same result, no duplicates)."""
+    with _factory() as sf:
+        outcome = _guard(lambda: sf.resume(run_id))
+        if as_json:
+            _dump(outcome.to_dict())
+        else:
+            from signalfactory.consumption.report import render_run
+
+            render_run(console, outcome.run, outcome.evidence, outcome.alerts, outcome.reused)
+        raise typer.Exit(run_exit_code(outcome))
+
+
+@app.command()
 def status(run_id: str, as_json: JsonOpt = False) -> None:
     """Show one run: status, rows, stages and evidence."""
     with _factory() as sf:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import uuid
 import time
 from types import TracebackType
 
@@ -25,12 +26,14 @@ _HOST = socket.gethostname()
 
 
 def owner_id() -> str:
-    return f"{_HOST}:{os.getpid()}"
+    """host:pid:token — the token tells two claims from one process apart."""
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 def owner_alive(owner: str) -> bool:
     """False only when the owner certainly died: same host and no such process."""
-    host, _, pid = owner.rpartition(":")
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
     if host != _HOST or not pid.isdigit():
         return True
     try:
@@ -42,11 +45,14 @@ def owner_alive(owner: str) -> bool:
     return True
 
 
-def claim(store: MetadataStore, key: str, run_id: str) -> RunLease:
-    """The lease holder for ``key`` after trying to take it for ``run_id``."""
-    lease = store.acquire_lease(RunLease(key, run_id, owner_id()), STALE_AFTER_S)
-    if lease.run_id != run_id and not owner_alive(lease.owner):
-        lease = store.acquire_lease(RunLease(key, run_id, owner_id()), 1e-6)
+def claim(store: MetadataStore, key: str, run_id: str, owner: str) -> RunLease:
+    """The lease holder for ``key`` after ``owner`` tried to take it for ``run_id``.
+
+    The caller won when the returned lease's owner is ``owner``.
+    """
+    lease = store.acquire_lease(RunLease(key, run_id, owner), STALE_AFTER_S)
+    if lease.owner != owner and not owner_alive(lease.owner):
+        lease = store.acquire_lease(RunLease(key, run_id, owner), 1e-6)
     return lease
 
 
@@ -56,8 +62,9 @@ def wait_for(store: MetadataStore, key: str, winner: str, poll_s: float = 0.2) -
         run = store.get_run(winner)
         if run is not None and run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             return run
-        holder = store.acquire_lease(RunLease(key, "__probe__", owner_id()), STALE_AFTER_S)
-        if holder.run_id == "__probe__":
+        probe = owner_id()
+        holder = store.acquire_lease(RunLease(key, "__probe__", probe), STALE_AFTER_S)
+        if holder.owner == probe:
             store.release_lease(key, "__probe__")
             return None
         if not owner_alive(holder.owner):

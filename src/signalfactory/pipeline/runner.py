@@ -57,7 +57,7 @@ from signalfactory.pipeline.chunkflow import (
 )
 from signalfactory.pipeline.gating import decide_gates, totals
 from signalfactory.pipeline.hooks import HookSet, RunHook
-from signalfactory.pipeline.leases import Heartbeat, claim, wait_for
+from signalfactory.pipeline.leases import Heartbeat, claim, owner_id, wait_for
 from signalfactory.pipeline.paths import DatasetPaths
 from signalfactory.pipeline.publish import Published, publish
 from signalfactory.pipeline.uniqueness import KeyStore, UniqueTracker
@@ -271,8 +271,9 @@ class PipelineRunner:
             # A crashed or failed run of the same key is resumed from its checkpoints.
             resumable = next((r for r in previous if r.status is not RunStatus.PENDING), None)
             run_id = resumable.run_id if resumable else run.run_id
-            lease = claim(self.store, key, run_id)
-            if lease.run_id == run_id:
+            owner = owner_id()
+            lease = claim(self.store, key, run_id, owner)
+            if lease.owner == owner:
                 break
             winner = wait_for(self.store, key, lease.run_id)
             if winner is not None:
