@@ -60,8 +60,12 @@ def _command(project: Project) -> list[str]:
 
 def _run(project: Project, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        _command(project), env=_env(project, **extra), capture_output=True, text=True,
-        timeout=300, check=False,
+        _command(project),
+        env=_env(project, **extra),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -97,8 +101,11 @@ def test_kill_9_at_a_random_chunk_then_resume_gives_the_uninterrupted_result(
     sf = crash_project.open()
     kill_after = random.Random(7).randint(3, 15)
     proc = subprocess.Popen(
-        _command(crash_project), env=_env(crash_project), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        _command(crash_project),
+        env=_env(crash_project),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     run_id = None
     deadline = time.monotonic() + 120
@@ -120,8 +127,12 @@ def test_kill_9_at_a_random_chunk_then_resume_gives_the_uninterrupted_result(
     assert kill_after <= done_before < ROWS // CHUNK
 
     resumed = subprocess.run(
-        [str(BIN), "resume", run_id, "--json"], env=_env(crash_project), capture_output=True,
-        text=True, timeout=300, check=False,
+        [str(BIN), "resume", run_id, "--json"],
+        env=_env(crash_project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["run_id"] == run_id
@@ -149,9 +160,7 @@ def test_crash_between_the_certified_commit_and_the_store_update_publishes_once(
     assert json.loads(again.stdout)["run_id"] == run.run_id
     # The certified commit made before the crash is found, not made twice.
     assert DeltaTable(path).version() == version_after_crash
-    commits = [
-        h for h in DeltaTable(path).history() if h.get("signalfactory.run_id") == run.run_id
-    ]
+    commits = [h for h in DeltaTable(path).history() if h.get("signalfactory.run_id") == run.run_id]
     assert len(commits) == 1
     _check_balanced(sf, run.run_id)
     assert sf.store.get_certification(URN).certified_version == version_after_crash
@@ -163,8 +172,11 @@ def test_two_concurrent_runs_of_one_key_one_wins_the_other_returns_the_winner(
     sf = crash_project.open()
     procs = [
         subprocess.Popen(
-            _command(crash_project), env=_env(crash_project), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            _command(crash_project),
+            env=_env(crash_project),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]

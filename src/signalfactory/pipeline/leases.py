@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import uuid
 import time
+import uuid
 from types import TracebackType
 
 import structlog
