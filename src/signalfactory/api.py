@@ -17,12 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from signalfactory.core.errors import ConfigError, NotFoundError
-from signalfactory.core.records import CertificationState, DatasetRecord
+from signalfactory.core.records import (
+    CertificationState,
+    DatasetRecord,
+    DeadLetter,
+    DeadLetterStatus,
+    Transition,
+)
 from signalfactory.enforcement.pii import load_pii_key
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
 from signalfactory.knowledge import SqlStore, open_store
 from signalfactory.pipeline.bootstrap import register, register_files
 from signalfactory.pipeline.hooks import LogAlerter, StoreRecorder
+from signalfactory.pipeline.progress import Listener
 from signalfactory.pipeline.queue import RunQueue, RunRequest
 from signalfactory.pipeline.runner import PipelineRunner, RunOutcome
 from signalfactory.production.engines import EngineCache
@@ -40,7 +47,10 @@ class SignalFactory:
         *,
         database_url: str | None = None,
         settings: Settings | None = None,
+        progress_listener: Listener | None = None,
     ) -> None:
+        """``progress_listener`` gets every live :class:`RunProgress` of the runs started here
+        (chunks, rows, %, rows/s, ETA, RSS, CPU); it may be called from a helper thread."""
         overrides: dict[str, Any] = {}
         if home is not None:
             overrides["home"] = Path(home)
@@ -51,6 +61,7 @@ class SignalFactory:
         self._store: SqlStore | None = None
         self.engines = EngineCache()
         self.alerter = LogAlerter()
+        self.progress_listener = progress_listener
 
     @property
     def store(self) -> SqlStore:
@@ -97,6 +108,7 @@ class SignalFactory:
             pii_key=self._pii_key,
             hooks=[StoreRecorder(self.store), self.alerter],
             engines=self.engines,
+            progress_listener=self.progress_listener,
         )
 
     def run(
@@ -136,6 +148,53 @@ class SignalFactory:
                 "calling SignalFactory.run with the same pipeline and partition."
             )
         return self.run(Path(str(source)), dict(run.partition))
+
+    # -- dead letters --------------------------------------------------------------------
+    def _dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        letter = self.store.get_dead_letter(dead_letter_id)
+        if letter is None:
+            raise NotFoundError(
+                f"dead letter {dead_letter_id} does not exist; list them with "
+                "`signalfactory dlq list`."
+            )
+        return letter
+
+    def _set_dead_letter(self, letter: DeadLetter, status: DeadLetterStatus, actor: str) -> None:
+        if letter.status is not DeadLetterStatus.OPEN:
+            raise ConfigError(
+                f"dead letter {letter.dead_letter_id} is {letter.status}, not OPEN; only open "
+                "dead letters can be replayed or discarded."
+            )
+        self.store.set_dead_letter_status(letter.dead_letter_id, status)
+        self.store.append_transition(
+            Transition(
+                subject=letter.dead_letter_id,
+                from_status=str(letter.status),
+                to_status=str(status),
+                actor=actor,
+                reason=f"chunk {letter.chunk_index} of run {letter.run_id}",
+            )
+        )
+
+    def replay_dead_letter(self, dead_letter_id: str, actor: str = "api") -> RunOutcome:
+        """Run the dead-lettered chunk again within its run, then re-publish the partition."""
+        letter = self._dead_letter(dead_letter_id)
+        run = self.store.get_run(letter.run_id)
+        started = self.store.list_events(run_id=letter.run_id, event_type="JobRunStarted")
+        source = next((e.payload.get("pipeline_file") for e in reversed(started)), None)
+        if run is None or not source:
+            raise ConfigError(
+                f"dead letter {dead_letter_id}: its run {letter.run_id} was started from Python; "
+                "replay it by calling SignalFactory.run again with the same pipeline."
+            )
+        self._set_dead_letter(letter, DeadLetterStatus.REPLAYED, actor)
+        spec = load_pipeline(Path(str(source)))
+        return self.runner().run(spec, dict(run.partition), replay=run.run_id)
+
+    def discard_dead_letter(self, dead_letter_id: str, actor: str = "api") -> DeadLetter:
+        letter = self._dead_letter(dead_letter_id)
+        self._set_dead_letter(letter, DeadLetterStatus.DISCARDED, actor)
+        return self._dead_letter(dead_letter_id)
 
     # -- queued runs ---------------------------------------------------------------------
     def queue(self, *, max_concurrent: int = 1, name: str = "default") -> RunQueue[RunOutcome]:

@@ -30,8 +30,14 @@ def _data(project: Project) -> None:
 
 def _evidence(items: list[Evidence]) -> list[tuple[Any, ...]]:
     return [
-        (str(e.stage), e.gate, str(e.result), e.failure_signature, e.failure_signatures,
-         {k: v for k, v in e.metrics.items() if k != "certified_version"})
+        (
+            str(e.stage),
+            e.gate,
+            str(e.result),
+            e.failure_signature,
+            e.failure_signatures,
+            {k: v for k, v in e.metrics.items() if k != "certified_version"},
+        )
         for e in items
     ]
 

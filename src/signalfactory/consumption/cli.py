@@ -6,9 +6,11 @@ was held (data quarantined); 1 run failed; 2 invalid input, configuration or usa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -19,7 +21,7 @@ from rich.console import Console
 
 from signalfactory.api import SignalFactory
 from signalfactory.core.errors import ConfigError, NotFoundError, SignalFactoryError
-from signalfactory.core.records import CertificationStatus, RunStatus
+from signalfactory.core.records import CertificationStatus, RunProgress, RunRecord, RunStatus
 from signalfactory.pipeline.runner import RunOutcome
 
 app = typer.Typer(
@@ -56,8 +58,8 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _factory() -> SignalFactory:
-    sf = SignalFactory()
+def _factory(progress_listener: Callable[[RunProgress], None] | None = None) -> SignalFactory:
+    sf = SignalFactory(progress_listener=progress_listener)
     _configure_logging(sf.settings.log_level)
     return sf
 
@@ -124,9 +126,17 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pipeline for one partition: bronze → silver → gold, gates, certification."""
-    with _factory() as sf:
+    view = None
+    if not as_json and console.is_terminal:  # live chunks, rows, %, rows/s, ETA, RSS, CPU
+        from signalfactory.consumption.progress_view import RunProgressView
+
+        view = RunProgressView(console)
+    with _factory(view.update if view is not None else None) as sf:
         parts = _guard(lambda: _parse_partitions(partition or []))
-        outcome = _guard(lambda: sf.run(pipeline_yaml, parts, engine=engine, chunk_size=chunk_size))
+        with view if view is not None else contextlib.nullcontext():
+            outcome = _guard(
+                lambda: sf.run(pipeline_yaml, parts, engine=engine, chunk_size=chunk_size)
+            )
         if as_json:
             _dump(outcome.to_dict())
         else:
@@ -153,9 +163,76 @@ def resume(run_id: str, as_json: JsonOpt = False) -> None:
         raise typer.Exit(run_exit_code(outcome))
 
 
+WATCH_EVERY_S = 0.5
+_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+def _status_doc(sf: SignalFactory, record: RunRecord) -> dict[str, Any]:
+    """``status --json``: the run, its evidence and its live progress (``None`` if none)."""
+    progress = sf.store.get_progress(record.run_id)
+    return {
+        **record.to_dict(),
+        "evidence": [e.to_dict() for e in sf.store.list_evidence(run_id=record.run_id)],
+        "progress": progress.to_dict() if progress is not None else None,
+    }
+
+
+def _shown_progress(record: RunRecord, progress: RunProgress) -> RunProgress:
+    """The progress of an ended run says how it ended, whatever phase was stored last."""
+    if record.status in _ACTIVE or progress.phase == "done":
+        return progress
+    from dataclasses import replace
+
+    ended = "done" if record.status is RunStatus.SUCCEEDED else str(record.status).lower()
+    return replace(progress, phase=ended)
+
+
+def _watch(sf: SignalFactory, record: RunRecord, as_json: bool) -> RunRecord:
+    """Refresh every 0.5 s until the run ends: a live table, or one JSON line per refresh."""
+    from rich.console import Group
+    from rich.live import Live
+
+    from signalfactory.consumption.progress_view import age_s, progress_table
+
+    def renderable(current: RunRecord) -> Group:
+        progress = sf.store.get_progress(current.run_id)
+        head = f"run [cyan]{current.run_id}[/] [bold]{current.status}[/]"
+        if progress is None:
+            return Group(head, "[dim]no progress recorded yet[/]")
+        if age_s(progress) > 10 and current.status in _ACTIVE:
+            head += f"  [yellow]no update for {age_s(progress):.0f} s: is the run alive?[/]"
+        return Group(head, progress_table(_shown_progress(current, progress)))
+
+    live = None if as_json else Live(renderable(record), console=console, transient=True)
+    try:
+        with live if live is not None else contextlib.nullcontext():
+            while True:
+                if as_json:
+                    sys.stdout.write(json.dumps(_status_doc(sf, record), default=str) + "\n")
+                    sys.stdout.flush()
+                elif live is not None:
+                    live.update(renderable(record))
+                if record.status not in _ACTIVE:
+                    return record
+                time.sleep(WATCH_EVERY_S)
+                record = sf.store.get_run(record.run_id) or record
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
 @app.command()
-def status(run_id: str, as_json: JsonOpt = False) -> None:
-    """Show one run: status, rows, stages and evidence."""
+def status(
+    run_id: str,
+    as_json: JsonOpt = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Refresh every 0.5 s until the run ends (with --json: one JSON line each time).",
+        ),
+    ] = False,
+) -> None:
+    """Show one run: status, rows, stages, evidence and live progress."""
     with _factory() as sf:
         record = sf.store.get_run(run_id)
         if record is None:
@@ -168,13 +245,22 @@ def status(run_id: str, as_json: JsonOpt = False) -> None:
                 )
             )
             return
-        evidence = sf.store.list_evidence(run_id=run_id)
+        if watch:
+            record = _watch(sf, record, as_json)
+            if as_json:
+                return  # the last line printed was the ended run
         if as_json:
-            _dump({**record.to_dict(), "evidence": [e.to_dict() for e in evidence]})
+            _dump(_status_doc(sf, record))
         else:
+            from signalfactory.consumption.progress_view import summary_line
             from signalfactory.consumption.report import render_run
 
-            render_run(console, record, evidence)
+            render_run(console, record, sf.store.list_evidence(run_id=run_id))
+            progress = sf.store.get_progress(run_id)
+            if progress is not None:
+                active = record.status in _ACTIVE
+                line = summary_line(_shown_progress(record, progress), show_age=active)
+                console.print(f"  progress: {line}", highlight=False)
 
 
 @app.command()
@@ -313,6 +399,11 @@ def demo(
 from signalfactory.consumption.cli_ops import register_ops  # noqa: E402
 
 register_ops(app)  # certified rollback, maintain, report
+
+
+from signalfactory.consumption.cli_dlq import dlq_app  # noqa: E402
+
+app.add_typer(dlq_app, name="dlq")
 
 
 def main() -> None:

@@ -56,6 +56,7 @@ class ChunkOutcome:
     rows_silver: int = 0
     rows_bronze: int = 0
     broken: bool = False
+    retries: int = 0
     tallies: list[GateTally] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     gold_schema: dict[str, pl.DataType] | None = None
@@ -90,7 +91,7 @@ class ChunkOutcome:
             tallies=[GateTally.from_json(t) for t in data["tallies"]],
         )
         for key in cls._COUNTS:
-            setattr(out, key, int(data[key]))
+            setattr(out, key, int(data.get(key, 0)))
         return out
 
 

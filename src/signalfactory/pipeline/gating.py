@@ -27,6 +27,7 @@ _COUNTED = (
     "rows_gold",
     "rows_silver",
     "rows_bronze",
+    "retries",
 )
 
 

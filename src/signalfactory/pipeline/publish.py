@@ -85,8 +85,11 @@ def publish(
     staging: Staging,
     decisions: Sequence[Decision],
     rows_quarantined: int,
+    generation: int = 1,
 ) -> Published:
     """Commit everything a run writes; safe to call again after a crash (exactly-once).
+
+    ``generation`` counts publications of the run: a dead-letter replay publishes it again.
 
     Every commit carries a Delta application transaction keyed by the run, so a retry after
     a crash between a commit and the store update finds the commit instead of redoing it.
@@ -110,7 +113,7 @@ def publish(
                 partition,
                 {**metadata, "signalfactory.layer": layer},
                 merge_schema=merge_schema,
-                app_id=f"signalfactory:{run.run_id}:{layer}",
+                app_id=f"signalfactory:{run.run_id}:{layer}:g{generation}",
             )
             if result:
                 commits[layer] = result
@@ -125,7 +128,7 @@ def publish(
             {},
             {**metadata, "signalfactory.layer": "quarantine"},
             merge_schema=True,
-            app_id=f"signalfactory:{run.run_id}:quarantine",
+            app_id=f"signalfactory:{run.run_id}:quarantine:g{generation}",
         )
         recorded = any(q.run_id == run.run_id for q in store.list_quarantine(dataset.urn))
         if result:
@@ -153,7 +156,7 @@ def publish(
             partition,
             {**metadata, "signalfactory.layer": "certified"},
             merge_schema=merge_schema,
-            app_id=f"signalfactory:{run.run_id}:certified",
+            app_id=f"signalfactory:{run.run_id}:certified:g{generation}",
         )
         crash_point("after_certified_commit")
         if result:

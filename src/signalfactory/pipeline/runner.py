@@ -23,13 +23,15 @@ import polars as pl
 import pyarrow as pa
 import structlog
 
-from signalfactory.core.errors import ConfigError, SignalFactoryError
+from signalfactory.core.errors import ConfigError, SignalFactoryError, Terminal
 from signalfactory.core.faults import crash_point
 from signalfactory.core.protocols import MetadataStore
 from signalfactory.core.records import (
     CertificationState,
     CertificationStatus,
     Checkpoint,
+    DeadLetter,
+    DeadLetterStatus,
     Evidence,
     GateResult,
     LifecycleEvent,
@@ -51,7 +53,6 @@ from signalfactory.pipeline.alerts import build_alerts
 from signalfactory.pipeline.chunkflow import (
     ChunkOutcome,
     ChunkProcessor,
-    Prepared,
     Staging,
     discard_unfinished,
 )
@@ -59,7 +60,9 @@ from signalfactory.pipeline.gating import decide_gates, totals
 from signalfactory.pipeline.hooks import HookSet, RunHook
 from signalfactory.pipeline.leases import Heartbeat, claim, owner_id, wait_for
 from signalfactory.pipeline.paths import DatasetPaths
+from signalfactory.pipeline.progress import Listener, ProgressTracker
 from signalfactory.pipeline.publish import Published, publish
+from signalfactory.pipeline.retrying import DeadLettered, Retried, RetryPolicy
 from signalfactory.pipeline.uniqueness import KeyStore, UniqueTracker
 from signalfactory.production.engines import EngineCache, check_engine, create_engine
 from signalfactory.production.exports import run_exports
@@ -141,6 +144,8 @@ def idempotency_key(
             "max_workers",
             "chunk_size",
             "exports",
+            "retries",
+            "dead_letter",
         },
     )
     digest.update(json.dumps([params, dict(partition), policy_digest], sort_keys=True).encode())
@@ -170,8 +175,10 @@ class PipelineRunner:
         pii_key: Callable[[], bytes],
         hooks: Sequence[RunHook] = (),
         engines: EngineCache | None = None,
+        progress_listener: Listener | None = None,
     ) -> None:
         self.engines = engines
+        self.progress_listener = progress_listener
         self.store = store
         self.lake_root = lake_root
         self.staging_root = staging_root
@@ -225,8 +232,14 @@ class PipelineRunner:
         return failed
 
     # -- plan ----------------------------------------------------------------------------
-    def run(self, spec: PipelineSpec, partition_given: Mapping[str, str]) -> RunOutcome:
-        """Run one partition. Configuration errors raise before any run is recorded."""
+    def run(
+        self, spec: PipelineSpec, partition_given: Mapping[str, str], *, replay: str | None = None
+    ) -> RunOutcome:
+        """Run one partition. Configuration errors raise before any run is recorded.
+
+        ``replay`` names a finished run to pick up again (dead-letter replay): its
+        checkpointed chunks are kept and only the dead-lettered ones run again.
+        """
         record = self.store.get_dataset(spec.dataset)
         if record is None:
             raise ConfigError(
@@ -265,11 +278,18 @@ class PipelineRunner:
         while True:
             previous = self.store.find_runs_by_key(key)
             for done in previous:
-                if done.status is RunStatus.SUCCEEDED:
+                if done.status is RunStatus.SUCCEEDED and done.run_id != replay:
                     evidence = self.store.list_evidence(run_id=done.run_id)
                     return RunOutcome(done, evidence=evidence, reused=True)
             # A crashed or failed run of the same key is resumed from its checkpoints.
-            resumable = next((r for r in previous if r.status is not RunStatus.PENDING), None)
+            resumable = next(
+                (
+                    r
+                    for r in previous
+                    if r.run_id == replay or r.status in (RunStatus.RUNNING, RunStatus.FAILED)
+                ),
+                None,
+            )
             run_id = resumable.run_id if resumable else run.run_id
             owner = owner_id()
             lease = claim(self.store, key, run_id, owner)
@@ -322,12 +342,47 @@ class PipelineRunner:
                 log.error("run_failed", run_id=run.run_id, error_type=type(exc).__name__)
                 # Staging and checkpoints stay: re-running the key resumes from them.
                 return RunOutcome(self._fail(run, exc, created=True))
-        shutil.rmtree(ctx.staging_dir, ignore_errors=True)
+        if not outcome.run.reconciliation.get("dead_letters"):
+            # Kept while dead letters are open: a replay re-publishes from it.
+            shutil.rmtree(ctx.staging_dir, ignore_errors=True)
         self.hooks.run_end(outcome.run)
         return outcome
 
     # -- stage + process -----------------------------------------------------------------
-    def _stream(self, ctx: RunContext, staging: Staging) -> list[ChunkOutcome]:
+    def _dead_letter(self, ctx: RunContext, dead: DeadLettered) -> None:
+        letter = DeadLetter(
+            dead_letter_id=new_id("dlq"),
+            run_id=ctx.run.run_id,
+            dataset_urn=ctx.dataset.urn,
+            chunk_index=dead.index,
+            correlation_id=f"{ctx.run.run_id}:chunk-{dead.index}",
+            error_type=dead.error_type,
+            error=scrub(dead.error),
+            attempts=dead.attempts,
+            payload_sample={"rows": dead.rows, "sample": dead.sample},
+        )
+        self.store.add_dead_letter(letter)
+        self.store.append_transition(
+            Transition(
+                subject=letter.dead_letter_id,
+                from_status=None,
+                to_status="OPEN",
+                actor=ACTOR,
+                reason=f"chunk {dead.index} of run {ctx.run.run_id} failed {dead.attempts} "
+                f"time(s): {dead.error_type}",
+            )
+        )
+        log.warning(
+            "chunk_dead_lettered",
+            run_id=ctx.run.run_id,
+            chunk=dead.index,
+            error_type=dead.error_type,
+            attempts=dead.attempts,
+        )
+
+    def _stream(
+        self, ctx: RunContext, staging: Staging
+    ) -> tuple[list[ChunkOutcome], list[DeadLettered]]:
         """Process every chunk not yet checkpointed; return all chunks' outcomes in order."""
         spec = ctx.spec
         done = {
@@ -356,18 +411,39 @@ class PipelineRunner:
             for column, tracker in trackers.items():
                 tracker.seed(keys.load(column, index))
 
-        def flagged(prepared: Iterator[Prepared]) -> Iterator[tuple[Prepared, dict[str, Any]]]:
+        def flagged(prepared: Iterator[Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
             # The ordered step between the two phases: engine.map yields in chunk order.
             for item in prepared:
+                if isinstance(item, DeadLettered):
+                    yield item, {}
+                    continue
                 flags = {}
                 for column, (values, present) in item.keys.items():
                     flags[column] = trackers[column].check_keys(values, present)
                     keys.save(column, item.outcome.index, values[present])
                 yield item, flags
 
-        def checkpoint(outcome: ChunkOutcome) -> ChunkOutcome:
+        progress = ProgressTracker(
+            self.store,
+            ctx.run.run_id,
+            ctx.files,
+            spec.source.format,
+            spec.chunk_size,
+            listener=self.progress_listener,
+        )
+        progress.start(len(done), sum(o.rows_read for o in done.values()))
+
+        dead: list[DeadLettered] = []
+
+        def checkpoint(outcome: ChunkOutcome | DeadLettered) -> ChunkOutcome | None:
+            if isinstance(outcome, DeadLettered):
+                dead.append(outcome)
+                self._dead_letter(ctx, outcome)
+                progress.chunk_done(outcome.rows)
+                return None
             self.store.add_checkpoint(Checkpoint(ctx.run.run_id, outcome.index, outcome.to_json()))
             crash_point("after_checkpoint", chunk=outcome.index)
+            progress.chunk_done(outcome.rows_read)
             return outcome
 
         chunks = (
@@ -382,24 +458,32 @@ class PipelineRunner:
             if c.index not in done
         )
         try:
+            policy = RetryPolicy(
+                spec.retries.attempts, spec.retries.backoff_s, spec.retries.max_backoff_s
+            )
             if processor.needs_ordering:
-                results = engine.map(
-                    processor.finish, flagged(engine.map(processor.prepare, chunks))
-                )
+                prepared = engine.map(Retried(processor.prepare, policy), chunks)
+                results = engine.map(Retried(processor.finish, policy), flagged(prepared))
             else:
-                results = engine.map(processor, chunks)
-            fresh = [checkpoint(outcome) for outcome in results]
+                results = engine.map(Retried(processor, policy), chunks)
+            fresh = [o for o in (checkpoint(r) for r in results) if o is not None]
         finally:
             if self.engines is None:
                 engine.close()
-        return sorted([*done.values(), *fresh], key=lambda o: o.index)
+        if len(dead) > spec.dead_letter.max_chunks:
+            first = min(dead, key=lambda d: d.index)
+            # Over the dead-letter budget: the run fails; re-running the key retries only the
+            # dead-lettered chunks (the others are checkpointed).
+            raise Terminal(first.error)
+        progress.phase("publishing")
+        return sorted([*done.values(), *fresh], key=lambda o: o.index), dead
 
     def _execute(self, ctx: RunContext, plan_started: datetime) -> RunOutcome:
         run = ctx.run
         staging = Staging.under(ctx.staging_dir)
         timings = [StageTiming("plan", plan_started, utcnow(), rows_in=len(ctx.files))]
         stream_started = utcnow()
-        outcomes = self._stream(ctx, staging)
+        outcomes, dead = self._stream(ctx, staging)
         stream_finished = utcnow()
         counts = totals(outcomes)
         timings += [
@@ -439,6 +523,11 @@ class PipelineRunner:
             staging=staging,
             decisions=decisions,
             rows_quarantined=counts["rows_quarantined"],
+            generation=1
+            + sum(
+                d.status is DeadLetterStatus.REPLAYED
+                for d in self.store.list_dead_letters(run_id=run.run_id)
+            ),
         )
         timings.append(
             StageTiming(
@@ -457,10 +546,16 @@ class PipelineRunner:
             "rows_quarantined": published.rows_quarantined,
             "rows_dropped_by_steps": counts["rows_dropped"],
             "rows_added_by_steps": counts["rows_added"],
+            "rows_dead_lettered": sum(d.rows for d in dead),
+            "dead_letters": len(dead),
+            "retries": counts["retries"],
         }
-        reconciliation["balanced"] = (
-            counts["rows_read"] + counts["rows_added"]
-            == published.rows_certified + published.rows_quarantined + counts["rows_dropped"]
+        reconciliation["rows_read"] += reconciliation["rows_dead_lettered"]
+        reconciliation["balanced"] = reconciliation["rows_read"] + counts["rows_added"] == (
+            published.rows_certified
+            + published.rows_quarantined
+            + counts["rows_dropped"]
+            + reconciliation["rows_dead_lettered"]
         )
         timings.append(StageTiming("verify", verify_started, utcnow()))
         return self._finalize(ctx, decisions, published, previous, counts, timings, reconciliation)
@@ -550,7 +645,7 @@ class PipelineRunner:
             finished_at=utcnow(),
             certification_status=status,
             certified_version=version,
-            rows_read=counts["rows_read"],
+            rows_read=int(reconciliation["rows_read"]),
             rows_written=published.rows_certified,
             rows_quarantined=published.rows_quarantined,
             rows_dropped=counts["rows_dropped"],

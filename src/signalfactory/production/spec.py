@@ -160,6 +160,22 @@ class ExportSpec(BaseModel):
         return fmt
 
 
+class RetrySpec(BaseModel):
+    """Per-chunk retries of transient errors: exponential backoff with jitter."""
+
+    model_config = _STRICT
+    attempts: int = Field(default=3, ge=1, le=5)
+    backoff_s: float = Field(default=0.2, ge=0, le=60)
+    max_backoff_s: float = Field(default=10.0, ge=0, le=600)
+
+
+class DeadLetterSpec(BaseModel):
+    """How many chunks may be dead-lettered before the run fails instead of going on."""
+
+    model_config = _STRICT
+    max_chunks: int = Field(default=0, ge=0)
+
+
 class PipelineSpec(BaseModel):
     model_config = _STRICT
     pipeline: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
@@ -170,6 +186,8 @@ class PipelineSpec(BaseModel):
     engine_address: str | None = None
     max_workers: int | None = Field(default=None, ge=1, le=256)
     chunk_size: int = Field(default=100_000, ge=MIN_CHUNK, le=MAX_CHUNK)
+    retries: RetrySpec = RetrySpec()
+    dead_letter: DeadLetterSpec = DeadLetterSpec()
     partition_key: str | None = None
     idempotency_salt: str = ""
     producer_urn: str | None = None
