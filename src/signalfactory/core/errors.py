@@ -47,3 +47,14 @@ class NotFoundError(Terminal):
     """A run, dataset or table that was asked for does not exist. CLI exit code 2."""
 
     exit_code = 2
+
+
+class LimitExceeded(Terminal):
+    """A run went over its time or memory limit. Its checkpoints are kept for a resume."""
+
+    def __init__(self, message: str, kind: str = "time") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[type[LimitExceeded], tuple[str, str]]:  # type: ignore[override]
+        return (type(self), (self.message, self.kind))

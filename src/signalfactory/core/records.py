@@ -43,6 +43,8 @@ class RunStatus(StrEnum):
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+    #: Over its time limit: checkpoints kept, re-running the key resumes it.
+    TIMED_OUT = "TIMED_OUT"
 
 
 class CertificationStatus(StrEnum):

@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 import structlog
 
-from signalfactory.core.errors import ConfigError, SignalFactoryError, Terminal
+from signalfactory.core.errors import ConfigError, LimitExceeded, SignalFactoryError, Terminal
 from signalfactory.core.faults import crash_point
 from signalfactory.core.protocols import MetadataStore
 from signalfactory.core.records import (
@@ -59,6 +59,7 @@ from signalfactory.pipeline.chunkflow import (
 from signalfactory.pipeline.gating import decide_gates, totals
 from signalfactory.pipeline.hooks import HookSet, RunHook
 from signalfactory.pipeline.leases import Heartbeat, claim, owner_id, wait_for
+from signalfactory.pipeline.limits import Watchdog, check_before_start
 from signalfactory.pipeline.paths import DatasetPaths
 from signalfactory.pipeline.progress import Listener, ProgressTracker
 from signalfactory.pipeline.publish import Published, publish
@@ -146,6 +147,7 @@ def idempotency_key(
             "exports",
             "retries",
             "dead_letter",
+            "limits",
         },
     )
     digest.update(json.dumps([params, dict(partition), policy_digest], sort_keys=True).encode())
@@ -207,9 +209,11 @@ class PipelineRunner:
         return secrets.token_bytes(64)
 
     def _fail(self, run: RunRecord, exc: BaseException, created: bool) -> RunRecord:
+        timed_out = isinstance(exc, LimitExceeded) and exc.kind == "time"
         raw = exc.message if isinstance(exc, SignalFactoryError) else f"{type(exc).__name__}: {exc}"
         message = scrub(raw)
-        failed = replace(run, status=RunStatus.FAILED, finished_at=utcnow(), error=message)
+        status = RunStatus.TIMED_OUT if timed_out else RunStatus.FAILED
+        failed = replace(run, status=status, finished_at=utcnow(), error=message)
         if created:
             self.store.update_run(failed)
         else:
@@ -221,7 +225,7 @@ class PipelineRunner:
                 scheduled_time=None,
                 code_ref=None,
             )
-        self._transition(failed, RunStatus.RUNNING, f"run failed: {message[:300]}")
+        self._transition(failed, RunStatus.RUNNING, f"run {status.lower()}: {message[:300]}")
         self._event(
             LifecycleEventType.JOB_RUN_FAILED,
             failed,
@@ -271,6 +275,8 @@ class PipelineRunner:
                 json.dumps(record.policy, sort_keys=True, default=str).encode()
             ).hexdigest()
             key = idempotency_key(files, spec, partition, policy_digest, inputs.digest)
+            workers = spec.max_workers or (1 if spec.engine == "sequential" else 2)
+            check_before_start(spec, files, workers)  # impossible limits: exit 2
         except ConfigError:
             raise  # a malformed manifest is a configuration error: exit 2, no run recorded
         except SignalFactoryError as exc:
@@ -286,7 +292,8 @@ class PipelineRunner:
                 (
                     r
                     for r in previous
-                    if r.run_id == replay or r.status in (RunStatus.RUNNING, RunStatus.FAILED)
+                    if r.run_id == replay
+                    or r.status in (RunStatus.RUNNING, RunStatus.FAILED, RunStatus.TIMED_OUT)
                 ),
                 None,
             )
@@ -381,7 +388,7 @@ class PipelineRunner:
         )
 
     def _stream(
-        self, ctx: RunContext, staging: Staging
+        self, ctx: RunContext, staging: Staging, watchdog: Watchdog
     ) -> tuple[list[ChunkOutcome], list[DeadLettered]]:
         """Process every chunk not yet checkpointed; return all chunks' outcomes in order."""
         spec = ctx.spec
@@ -444,6 +451,7 @@ class PipelineRunner:
             self.store.add_checkpoint(Checkpoint(ctx.run.run_id, outcome.index, outcome.to_json()))
             crash_point("after_checkpoint", chunk=outcome.index)
             progress.chunk_done(outcome.rows_read)
+            watchdog.check()
             return outcome
 
         chunks = (
@@ -483,7 +491,8 @@ class PipelineRunner:
         staging = Staging.under(ctx.staging_dir)
         timings = [StageTiming("plan", plan_started, utcnow(), rows_in=len(ctx.files))]
         stream_started = utcnow()
-        outcomes, dead = self._stream(ctx, staging)
+        watchdog = Watchdog(ctx.spec)
+        outcomes, dead = self._stream(ctx, staging, watchdog)
         stream_finished = utcnow()
         counts = totals(outcomes)
         timings += [
@@ -549,6 +558,7 @@ class PipelineRunner:
             "rows_dead_lettered": sum(d.rows for d in dead),
             "dead_letters": len(dead),
             "retries": counts["retries"],
+            "peak_rss_mb": round(watchdog.peak_mb, 1),
         }
         reconciliation["rows_read"] += reconciliation["rows_dead_lettered"]
         reconciliation["balanced"] = reconciliation["rows_read"] + counts["rows_added"] == (

@@ -176,6 +176,16 @@ class DeadLetterSpec(BaseModel):
     max_chunks: int = Field(default=0, ge=0)
 
 
+class LimitsSpec(BaseModel):
+    """Per-run resource limits (B10)."""
+
+    model_config = _STRICT
+    #: Wall-clock limit; past it the run ends TIMED_OUT with its checkpoints kept.
+    time_limit_s: float | None = Field(default=None, gt=0)
+    #: Peak resident memory of the run's process (and its worker processes), in MB.
+    memory_mb: int | None = Field(default=None, ge=64)
+
+
 class PipelineSpec(BaseModel):
     model_config = _STRICT
     pipeline: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
@@ -187,6 +197,7 @@ class PipelineSpec(BaseModel):
     max_workers: int | None = Field(default=None, ge=1, le=256)
     chunk_size: int = Field(default=100_000, ge=MIN_CHUNK, le=MAX_CHUNK)
     retries: RetrySpec = RetrySpec()
+    limits: LimitsSpec = LimitsSpec()
     dead_letter: DeadLetterSpec = DeadLetterSpec()
     partition_key: str | None = None
     idempotency_salt: str = ""
