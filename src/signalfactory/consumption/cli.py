@@ -78,7 +78,7 @@ def _dump(data: Any) -> None:
 
 
 def run_exit_code(outcome: RunOutcome) -> int:
-    if outcome.run.status is RunStatus.FAILED:
+    if outcome.run.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
         return EXIT_FAILED
     if outcome.run.certification_status is CertificationStatus.HELD_AT_PREVIOUS:
         return EXIT_HELD
