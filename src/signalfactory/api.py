@@ -118,18 +118,26 @@ class SignalFactory:
         *,
         engine: str | None = None,
         chunk_size: int | None = None,
+        engine_address: str | None = None,
     ) -> RunOutcome:
         if isinstance(pipeline, PipelineSpec):
             spec = pipeline.model_copy(
                 update={
                     k: v
-                    for k, v in {"engine": engine, "chunk_size": chunk_size}.items()
+                    for k, v in {
+                        "engine": engine,
+                        "chunk_size": chunk_size,
+                        "engine_address": engine_address,
+                    }.items()
                     if v is not None
                 }
             )
             check_chunk_size(spec.chunk_size, f"pipeline {spec.pipeline}")
         else:
-            spec = load_pipeline(Path(pipeline), {"engine": engine, "chunk_size": chunk_size})
+            spec = load_pipeline(
+                Path(pipeline),
+                {"engine": engine, "chunk_size": chunk_size, "engine_address": engine_address},
+            )
         return self.runner().run(spec, partition or {})
 
     def resume(self, run_id: str) -> RunOutcome:

@@ -121,7 +121,13 @@ def _parse_partitions(values: list[str]) -> dict[str, str]:
 def run(
     pipeline_yaml: Annotated[Path, typer.Argument(help="pipeline file")],
     partition: Annotated[list[str] | None, typer.Option("--partition", help="KEY=VALUE")] = None,
-    engine: Annotated[str | None, typer.Option("--engine", help="sequential | threads")] = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="sequential | threads | processes | dask | ray")
+    ] = None,
+    engine_address: Annotated[
+        str | None,
+        typer.Option("--engine-address", help="an existing Dask scheduler or Ray cluster"),
+    ] = None,
     chunk_size: Annotated[int | None, typer.Option("--chunk-size", help="rows per chunk")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -135,7 +141,13 @@ def run(
         parts = _guard(lambda: _parse_partitions(partition or []))
         with view if view is not None else contextlib.nullcontext():
             outcome = _guard(
-                lambda: sf.run(pipeline_yaml, parts, engine=engine, chunk_size=chunk_size)
+                lambda: sf.run(
+                    pipeline_yaml,
+                    parts,
+                    engine=engine,
+                    chunk_size=chunk_size,
+                    engine_address=engine_address,
+                )
             )
         if as_json:
             _dump(outcome.to_dict())
