@@ -3,11 +3,12 @@
 One CSV partition of 2,500 orders (chunks of 1,000) whose totals lie between 5 and 400, with
 three planted totals of 250,000. A gold MAD step flags exactly those three in every chunk, so
 the expectation holds with per-chunk statistics too. Routing flagged rows and whole-input
-statistics need the runner integration and are skipped until it lands.
+statistics need the runner/chunkflow integration; those tests are skipped until it lands.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
@@ -15,16 +16,19 @@ import pytest
 
 from factories import (
     DAY1,
+    DEFAULT_DQ,
     Project,
     certified_path,
+    gate,
     orders,
     pipeline_doc,
+    policy_doc,
     quarantine,
     read_table,
     reasons,
     set_rows,
 )
-from signalfactory.core.records import CertificationStatus, RunStatus
+from signalfactory.core.records import CertificationStatus, GateResult, RunStatus, Stage
 from signalfactory.pipeline import chunkflow, runner
 
 PLANTED = (4, 1234, 2400)  # row positions; order_id is position + 1
@@ -35,13 +39,16 @@ MAD_STEP: dict[str, Any] = {"detect": {"method": "mad", "columns": ["order_total
 def write(
     project: Project,
     *,
-    gold: list[dict[str, Any]],
+    silver: Sequence[dict[str, Any]] = (),
+    gold: Sequence[dict[str, Any]] = (),
     chunk_size: int = 1000,
     engine: str = "sequential",
 ) -> None:
     df = set_rows(orders(2500, seed=31), PLANTED, order_total=250_000.0)
     project.partition(DAY1, df)
-    project.write(pipeline=pipeline_doc(gold=gold, chunk_size=chunk_size, engine=engine))
+    project.write(
+        pipeline=pipeline_doc(silver=silver, gold=gold, chunk_size=chunk_size, engine=engine)
+    )
 
 
 @pytest.mark.parametrize("engine", ["sequential", "threads"])
@@ -77,33 +84,78 @@ def test_a_non_numeric_detect_column_fails_the_run_naming_step_and_column(
     assert "detect step 'odd': column 'country' is String" in str(outcome.run.error)
 
 
-@pytest.mark.skipif(
+ROUTING = pytest.mark.skipif(
     "routing_rules" not in vars(chunkflow),
     reason="routing detect flags needs the chunkflow integration (detect.routing_rules)",
 )
+PREPASS = pytest.mark.skipif(
+    "fit_detectors" not in vars(runner),
+    reason="whole-input detect statistics need the runner pre-pass (detect.fit_detectors)",
+)
+ROUTED_MAD: dict[str, Any] = {"detect": {**MAD_STEP["detect"], "route": True}}
+
+
+@ROUTING
 def test_routed_detect_step_quarantines_the_flagged_rows(project: Project) -> None:
-    routed = {"detect": {**MAD_STEP["detect"], "route": True}}
-    write(project, gold=[routed])
+    write(project, gold=[ROUTED_MAD])
     sf = project.open()
     outcome = project.run(sf)
     assert outcome.run.status is RunStatus.SUCCEEDED, outcome.run.error
     q = quarantine(sf, outcome)
     assert reasons(q) == {str(i): {"ANOMALY:mad:order_total"} for i in PLANTED_IDS}
     certified = read_table(certified_path(sf))
-    assert certified.height == 2500 - len(PLANTED)
+    assert certified.height == outcome.run.rows_written == 2500 - len(PLANTED)
     assert not certified["mad_flag"].any()
+    assert outcome.run.rows_quarantined == len(PLANTED)
     assert outcome.run.reconciliation["balanced"] is True
 
 
-@pytest.mark.skipif(
-    "fit_detectors" not in vars(runner) and "fit_detectors" not in vars(chunkflow),
-    reason="whole-input detect statistics need the runner pre-pass (detect.fit_detectors)",
-)
-def test_detect_scores_do_not_depend_on_the_chunk_size(project: Project) -> None:
+@ROUTING
+def test_routed_gold_anomalies_have_gold_dq_evidence(project: Project) -> None:
+    write(project, gold=[ROUTED_MAD])
+    sf = project.open()
+    outcome = project.run(sf)
+    evidence = gate(outcome, Stage.GOLD, "DQ")
+    assert evidence.result is GateResult.WARN
+    assert evidence.context["disposition"] == "ROWS_QUARANTINED"
+    assert evidence.metrics["failures_by_signature"] == {"ANOMALY:mad:order_total": 3}
+
+
+@ROUTING
+@PREPASS
+def test_silver_and_gold_detect_steps_route_and_score_on_threads(project: Project) -> None:
+    silver: dict[str, Any] = {
+        "detect": {"method": "iqr", "columns": ["order_total"], "route": True}
+    }
+    df = set_rows(orders(2500, seed=31), PLANTED, order_total=250_000.0)
+    project.partition(DAY1, df)
+    for dq in ((), DEFAULT_DQ):  # without and with the ordered duplicate check
+        project.write(
+            policy=policy_doc(dq=dq),
+            pipeline=pipeline_doc(silver=[silver], gold=[MAD_STEP], engine="threads"),
+        )
+        sf = project.open(home=f"home-{len(dq)}")
+        outcome = project.run(sf)
+        assert outcome.run.status is RunStatus.SUCCEEDED, outcome.run.error
+        q = quarantine(sf, outcome)
+        assert reasons(q) == {str(i): {"ANOMALY:iqr:order_total"} for i in PLANTED_IDS}
+        certified = read_table(certified_path(sf))
+        assert certified.height == 2500 - len(PLANTED)
+        assert {"iqr_score", "iqr_flag", "mad_score", "mad_flag"} <= set(certified.columns)
+        assert not certified["iqr_flag"].any()
+
+
+@PREPASS
+@pytest.mark.parametrize("stage", ["silver", "gold"])
+def test_detect_scores_do_not_depend_on_the_chunk_size(project: Project, stage: str) -> None:
     zscore: dict[str, Any] = {"detect": {"method": "zscore", "columns": ["order_total"]}}
     tables = []
     for chunk_size in (1000, 2500):
-        write(project, gold=[zscore], chunk_size=chunk_size)
+        steps = [zscore]
+        if stage == "silver":
+            write(project, silver=steps, chunk_size=chunk_size)
+        else:
+            write(project, gold=steps, chunk_size=chunk_size)
         sf = project.open(home=f"home-{chunk_size}")
         outcome = project.run(sf)
         assert outcome.run.status is RunStatus.SUCCEEDED, outcome.run.error

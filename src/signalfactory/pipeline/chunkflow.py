@@ -36,6 +36,7 @@ from signalfactory.enforcement.pii import PiiRemediator, detect
 from signalfactory.enforcement.policy import PolicyBundle
 from signalfactory.enforcement.schema import compare_output, conform
 from signalfactory.pipeline.uniqueness import unique_keys
+from signalfactory.production.detect import FittedDetector, routing_rules, with_fitted
 from signalfactory.production.formats import ROW_COLUMN, Chunk
 from signalfactory.production.lake import StagedLayer
 from signalfactory.production.spec import StepSpec
@@ -146,6 +147,7 @@ class ChunkProcessor:
         certified_schema: Mapping[str, str] | None,
         pii_key: bytes,
         in_process: bool = True,
+        fitted: Mapping[str, Mapping[str, FittedDetector]] | None = None,
     ) -> None:
         self.policy = policy
         self.partition = dict(partition)
@@ -156,6 +158,9 @@ class ChunkProcessor:
         self.certified_schema = dict(certified_schema) if certified_schema else None
         self.pii_key = pii_key
         self.in_process = in_process
+        #: Detector statistics over the whole input, by stage ("silver", "gold") and step label.
+        self.fitted = {stage: dict(f) for stage, f in (fitted or {}).items()}
+        self.gold_gates = (G4_CONTRACT, DQ) if routing_rules(self.gold_specs) else (G4_CONTRACT,)
         self.unique_columns = tuple(c.column or "" for c in policy.dq if c.check == "unique")
         self.pii_actions: dict[str, str] = {r.pattern: r.action for r in policy.pii.detection}
         self.pii_patterns = tuple(dict.fromkeys([*self.pii_actions, *policy.pii.scan_for]))
@@ -173,13 +178,28 @@ class ChunkProcessor:
     def _build(self) -> dict[str, Any]:
         if self._built is None:
             self._built = {
-                "silver_steps": compile_steps(self.silver_specs, self.base_dir),
-                "gold_steps": compile_steps(self.gold_specs, self.base_dir),
-                "silver_rules": compile_rules(self.policy, Stage.SILVER),
-                "gold_rules": compile_rules(self.policy, Stage.GOLD),
+                "silver_steps": with_fitted(
+                    compile_steps(self.silver_specs, self.base_dir), self.fitted.get("silver", {})
+                ),
+                "gold_steps": with_fitted(
+                    compile_steps(self.gold_specs, self.base_dir), self.fitted.get("gold", {})
+                ),
+                "silver_rules": (
+                    *compile_rules(self.policy, Stage.SILVER),
+                    *routing_rules(self.silver_specs),
+                ),
+                "gold_rules": (
+                    *compile_rules(self.policy, Stage.GOLD),
+                    *routing_rules(self.gold_specs),
+                ),
                 "remediator": PiiRemediator(self.pii_key),
             }
         return self._built
+
+    def bind(self, stage: str, fitted: Mapping[str, FittedDetector]) -> None:
+        """Score ``stage``'s detect steps with statistics fitted over the whole input."""
+        self.fitted[stage] = dict(fitted)
+        self._built = None
 
     @property
     def needs_ordering(self) -> bool:
@@ -282,7 +302,9 @@ class ChunkProcessor:
         self.staging.handoff.write(chunk.index, silver)
         return Prepared(out, frame_path=str(self.staging.handoff.folder), keys=keys)
 
-    def finish(self, item: tuple[Prepared, Mapping[str, np.ndarray]]) -> ChunkOutcome:
+    def finish(
+        self, item: tuple[Prepared, Mapping[str, np.ndarray]], silver_only: bool = False
+    ) -> ChunkOutcome:
         """Silver gates (with the duplicate flags), PII, gold steps and gold gates."""
         prepared, duplicates = item
         out = prepared.outcome
@@ -305,7 +327,30 @@ class ChunkProcessor:
         self.staging.silver.write(out.index, silver)
         out.rows_silver = silver.height
         out.seconds["silver"] = out.seconds.get("silver", 0.0) + time.perf_counter() - clock
+        if silver_only:
+            return out
+        return self._gold(out, silver)
 
+    def bronze_frame(self, chunk: Chunk) -> pl.DataFrame | None:
+        """The chunk as the silver steps receive it, without side effects (detect pre-pass)."""
+        if chunk.df.height == 0:
+            return None
+        conformed = conform(chunk.df, self.policy, typed=chunk.typed)
+        return None if conformed.broken else self._with_partition(conformed.df)
+
+    def finish_silver(self, item: tuple[Prepared, Mapping[str, np.ndarray]]) -> ChunkOutcome:
+        """``finish`` up to the staged silver layer (gold detectors are fitted on it)."""
+        return self.finish(item, silver_only=True)
+
+    def finish_gold(self, out: ChunkOutcome) -> ChunkOutcome:
+        """The gold half of ``finish``, over the chunk's staged silver part."""
+        path = self.staging.silver.folder / f"part-{out.index:07d}.parquet"
+        if out.broken or not path.is_file():
+            return out
+        return self._gold(out, pl.read_parquet(path))
+
+    def _gold(self, out: ChunkOutcome, silver: pl.DataFrame) -> ChunkOutcome:
+        built = self._build()
         clock = time.perf_counter()
         gold = self._with_partition(apply_steps(silver, built["gold_steps"]))
         self._count_step_delta(out, silver.height, gold.height)
@@ -321,7 +366,7 @@ class ChunkProcessor:
         gold_contract = GateTally(stage=Stage.GOLD, gate=G4_CONTRACT)
         self._missing_required(gold, gold_contract)
         out.tallies.append(gold_contract)
-        gold = self._split(gold, built["gold_rules"], Stage.GOLD, (G4_CONTRACT,), out)
+        gold = self._split(gold, built["gold_rules"], Stage.GOLD, self.gold_gates, out)
         # System columns (_sf_row, …) stay in bronze/silver for tracing, not in gold/certified.
         gold = gold.drop([c for c in gold.columns if c.startswith(SYSTEM_PREFIX)])
         self.staging.gold.write(out.index, gold)

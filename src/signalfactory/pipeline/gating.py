@@ -81,8 +81,14 @@ def decide_gates(
         [t for o in outcomes for t in o.tallies] + run_level_tallies(dataset, policy, counts)
     )
     decisions = []
+    # Gates a stage has only with some steps (gold DQ: routed detect steps) are decided when
+    # they have a tally.
+    extra = {
+        stage: tuple(g for (st, g) in merged if st is stage and g not in gates)
+        for stage, gates in STAGE_GATES.items()
+    }
     for stage, gates in STAGE_GATES.items():
-        for gate in gates:
+        for gate in (*gates, *extra[stage]):
             if gate == CERTIFICATION:
                 continue
             tally = merged.get((stage, gate)) or GateTally(

@@ -462,13 +462,20 @@ def _refresh_loop(
             del tracker
 
 
-def finish_progress(store: MetadataStore, run_id: str, phase: str = DONE) -> RunProgress | None:
-    """Mark the stored progress of ``run_id`` as ended (``phase``), e.g. after publishing."""
+def finish_progress(
+    store: MetadataStore, run_id: str, phase: str = DONE, *, listener: Listener | None = None
+) -> RunProgress | None:
+    """Mark the stored progress of ``run_id`` as ended (``phase``), e.g. after publishing.
+
+    For callers that no longer hold the tracker; ``listener`` gets the ended figures too.
+    """
     progress = store.get_progress(run_id)
     if progress is None:
         return None
     ended = dataclasses.replace(progress, phase=phase, eta_s=0.0, updated_at=utcnow())
     store.put_progress(ended)
+    if listener is not None:
+        listener(ended)
     return ended
 
 

@@ -65,11 +65,13 @@ from signalfactory.pipeline.progress import Listener, ProgressTracker
 from signalfactory.pipeline.publish import Published, publish
 from signalfactory.pipeline.retrying import DeadLettered, Retried, RetryPolicy
 from signalfactory.pipeline.uniqueness import KeyStore, UniqueTracker
+from signalfactory.production.detect import fit_detectors
 from signalfactory.production.engines import EngineCache, check_engine, create_engine
 from signalfactory.production.exports import run_exports
 from signalfactory.production.formats import read_chunks
 from signalfactory.production.lake import table_schema
 from signalfactory.production.spec import PipelineSpec
+from signalfactory.production.steps import compile_steps
 
 log = structlog.get_logger("signalfactory.run")
 ACTOR = "signalfactory.runner"
@@ -469,11 +471,43 @@ class PipelineRunner:
             policy = RetryPolicy(
                 spec.retries.attempts, spec.retries.backoff_s, spec.retries.max_backoff_s
             )
+            gold_detect = any(s.detect is not None for s in spec.steps.gold)
+            if any(s.detect is not None for s in spec.steps.silver):
+                # Pre-pass: silver detectors are fitted on every conformed chunk (staged bronze).
+                def bronze() -> Iterator[pl.DataFrame]:
+                    for chunk in read_chunks(
+                        ctx.files,
+                        spec.source.format,
+                        spec.chunk_size,
+                        allow_pickle=spec.source.allow_pickle,
+                        key=spec.source.key,
+                    ):
+                        frame = processor.bronze_frame(chunk)
+                        if frame is not None:
+                            yield frame
+
+                silver_steps = compile_steps(spec.steps.silver, spec.base_dir)
+                processor.bind("silver", fit_detectors(silver_steps, bronze))
+            finish = processor.finish_silver if gold_detect else processor.finish
             if processor.needs_ordering:
                 prepared = engine.map(Retried(processor.prepare, policy), chunks)
-                results = engine.map(Retried(processor.finish, policy), flagged(prepared))
+                results = engine.map(Retried(finish, policy), flagged(prepared))
+            elif gold_detect:
+                prepared = engine.map(Retried(processor.prepare, policy), chunks)
+                results = engine.map(Retried(finish, policy), ((p, {}) for p in prepared))
             else:
                 results = engine.map(Retried(processor, policy), chunks)
+            if gold_detect:
+                # Gold detectors are fitted on the whole staged silver layer, then gold runs.
+                silver_done = list(results)
+                gold_steps = compile_steps(spec.steps.gold, spec.base_dir)
+                processor.bind(
+                    "gold",
+                    fit_detectors(
+                        gold_steps, lambda: (pl.read_parquet(f) for f in staging.silver.files())
+                    ),
+                )
+                results = engine.map(Retried(processor.finish_gold, policy), silver_done)
             fresh = [o for o in (checkpoint(r) for r in results) if o is not None]
         finally:
             if self.engines is None:
