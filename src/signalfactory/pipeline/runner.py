@@ -61,7 +61,7 @@ from signalfactory.pipeline.hooks import HookSet, RunHook
 from signalfactory.pipeline.leases import Heartbeat, claim, owner_id, wait_for
 from signalfactory.pipeline.limits import Watchdog, check_before_start
 from signalfactory.pipeline.paths import DatasetPaths
-from signalfactory.pipeline.progress import Listener, ProgressTracker
+from signalfactory.pipeline.progress import Listener, ProgressTracker, finish_progress
 from signalfactory.pipeline.publish import Published, publish
 from signalfactory.pipeline.retrying import DeadLettered, Retried, RetryPolicy
 from signalfactory.pipeline.uniqueness import KeyStore, UniqueTracker
@@ -439,6 +439,7 @@ class PipelineRunner:
             spec.source.format,
             spec.chunk_size,
             listener=self.progress_listener,
+            key=spec.source.key,
         )
         progress.start(len(done), sum(o.rows_read for o in done.values()))
 
@@ -512,6 +513,7 @@ class PipelineRunner:
         finally:
             if self.engines is None:
                 engine.close()
+            progress.close()
         if len(dead) > spec.dead_letter.max_chunks:
             first = min(dead, key=lambda d: d.index)
             # Over the dead-letter budget: the run fails; re-running the key retries only the
@@ -602,7 +604,11 @@ class PipelineRunner:
             + reconciliation["rows_dead_lettered"]
         )
         timings.append(StageTiming("verify", verify_started, utcnow()))
-        return self._finalize(ctx, decisions, published, previous, counts, timings, reconciliation)
+        outcome = self._finalize(
+            ctx, decisions, published, previous, counts, timings, reconciliation
+        )
+        finish_progress(self.store, run.run_id, listener=self.progress_listener)
+        return outcome
 
     # -- finalize ------------------------------------------------------------------------
     def _finalize(
