@@ -34,6 +34,7 @@ from signalfactory.pipeline.queue import RunQueue, RunRequest
 from signalfactory.pipeline.runner import PipelineRunner, RunOutcome
 from signalfactory.production.engines import EngineCache
 from signalfactory.production.formats import check_chunk_size
+from signalfactory.production.manifest import expand_partitions
 from signalfactory.production.spec import PipelineSpec, load_pipeline
 from signalfactory.settings import Settings
 
@@ -139,6 +140,19 @@ class SignalFactory:
                 {"engine": engine, "chunk_size": chunk_size, "engine_address": engine_address},
             )
         return self.runner().run(spec, partition or {})
+
+    def backfill(
+        self, pipeline: str | Path | PipelineSpec, date_range: str | Path, **overrides: Any
+    ) -> list[RunOutcome]:
+        """Run every partition a date-range manifest lists, oldest first.
+
+        ``{"partition_key": "dt", "start": "2026-02-01", "end": "2026-02-07"}``; partitions
+        already processed with the same input are returned as they are (idempotent).
+        """
+        return [
+            self.run(pipeline, partition, **overrides)
+            for partition in expand_partitions(Path(date_range))
+        ]
 
     def resume(self, run_id: str) -> RunOutcome:
         """Resume a crashed or failed run: re-run its pipeline file for its partition."""

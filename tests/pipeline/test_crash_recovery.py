@@ -190,3 +190,33 @@ def test_two_concurrent_runs_of_one_key_one_wins_the_other_returns_the_winner(
     writes = [h for h in DeltaTable(path).history() if h.get("operation") == "WRITE"]
     assert len(writes) == 1
     _check_balanced(sf, payloads[0]["run_id"])
+
+
+def test_half_a_percent_of_malformed_lines_are_quarantined_exactly(project: Project) -> None:
+    rows = 20_000
+    project.write(pipeline=pipeline_doc(chunk_size=CHUNK))
+    path = project.partition(DAY1, orders(rows, seed=12))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rng = random.Random(12)
+    bad = sorted(rng.sample(range(1, rows + 1), rows // 200))  # 0.5 % of the data lines
+    for i in bad:
+        lines[i] = lines[i] + ",unexpected-extra-field"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    sf = project.open()
+    proc = subprocess.run(
+        _command(project),
+        env=_env(project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["rows_read"] == rows
+    assert result["rows_quarantined"] == len(bad) == 100
+    assert result["rows_written"] == rows - len(bad)
+    (record,) = sf.store.list_quarantine(URN)
+    assert record.reasons == {"MALFORMED_ROW:expected 8 fields, got 9": len(bad)}
+    quarantined = pl.read_delta(record.path)
+    assert sorted(quarantined["_sf_source_line"].cast(pl.Int64).to_list()) == [i + 1 for i in bad]

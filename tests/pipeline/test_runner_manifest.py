@@ -74,3 +74,22 @@ def test_a_malformed_manifest_is_a_configuration_error(manifest_project: Project
     with pytest.raises(ConfigError, match="line 1"):
         manifest_project.run(sf)
     assert sf.store.list_runs() == []
+
+
+def test_a_date_range_manifest_backfills_every_partition_once(project: Project) -> None:
+    days = ["2026-02-13", "2026-02-14", "2026-02-15"]
+    for i, day in enumerate(days):
+        project.partition(day, orders(1_100, seed=20 + i, first_id=10_000 * (i + 1), day=day))
+    window = project.root / "backfill.json"
+    window.write_text(
+        json.dumps({"partition_key": "dt", "start": days[0], "end": days[-1]}), encoding="utf-8"
+    )
+    sf = project.open()
+    outcomes = sf.backfill(project.pipeline_yaml, window)
+    assert [dict(o.run.partition) for o in outcomes] == [{"dt": d} for d in days]
+    assert all(o.run.certification_status is CertificationStatus.CERTIFIED for o in outcomes)
+    certified = read_table(certified_path(sf))
+    assert certified.height == 3 * 1_100
+    again = sf.backfill(project.pipeline_yaml, window)
+    assert all(o.reused for o in again)
+    assert read_table(certified_path(sf)).height == 3 * 1_100

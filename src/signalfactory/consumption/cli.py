@@ -162,6 +162,28 @@ def run(
 
 
 @app.command()
+def backfill(
+    pipeline_yaml: Annotated[Path, typer.Argument(help="pipeline file")],
+    date_range: Annotated[
+        Path, typer.Option("--range", help="date-range manifest: partition_key, start, end")
+    ],
+    engine: Annotated[str | None, typer.Option("--engine")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every partition of a date-range manifest, oldest first (idempotent per partition)."""
+    with _factory() as sf:
+        outcomes = _guard(lambda: sf.backfill(pipeline_yaml, date_range, engine=engine))
+        if as_json:
+            _dump([o.to_dict() for o in outcomes])
+        else:
+            from signalfactory.consumption.report import runs_table
+
+            console.print(runs_table([o.run for o in outcomes]))
+        codes = {run_exit_code(o) for o in outcomes}
+        raise typer.Exit(next((c for c in (EXIT_FAILED, EXIT_HELD) if c in codes), EXIT_OK))
+
+
+@app.command()
 def resume(run_id: str, as_json: JsonOpt = False) -> None:
     """Resume a crashed or failed run from its last checkpoint (same result, no duplicates)."""
     with _factory() as sf:
