@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmarks.bench_gates import CONTENDERS, run_suite
+from benchmarks.bench_gates import ALL_CONTENDERS, CONTENDERS, EXPERIMENTAL, run_suite
 
 SUITES = ("gates",)
 QUICK_ROWS = 1_000_000
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--contenders",
         default=",".join(CONTENDERS),
-        help=f"comma-separated subset of {', '.join(CONTENDERS)}",
+        help=f"comma-separated, from {', '.join(CONTENDERS)} (default: all of these) and "
+        f"the prototypes of suggested src/ fixes {', '.join(EXPERIMENTAL)}",
     )
     parser.add_argument(
         "--ge-rows",
@@ -41,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     if repeats < 1:
         parser.error("--repeats must be at least 1")
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
-    unknown = sorted(set(contenders) - set(CONTENDERS))
+    unknown = sorted(set(contenders) - set(ALL_CONTENDERS))
     if unknown:
-        parser.error(f"unknown contenders {unknown}; choose from {', '.join(CONTENDERS)}")
+        parser.error(f"unknown contenders {unknown}; choose from {', '.join(ALL_CONTENDERS)}")
     status = 0
     for suite in [args.only] if args.only else SUITES:
         if suite == "gates":

@@ -50,6 +50,17 @@ TOTAL_MIN, TOTAL_MAX = 0, 100_000
 REFERENCE = "polars-hand"
 OURS = ("ours-threads", "ours-sequential")
 CONTENDERS = (*OURS, REFERENCE, "polars-hand-eager", "pandera-polars", "great-expectations")
+#: Not run by default (``--contenders``): ours with the fixes ``benchmarks.memprobe``
+#: prototypes (polars-native chunk reader, one-allocation merge of seen keys; ``-decay0``
+#: also sets polars' jemalloc to return freed memory at once). They show what the
+#: suggested changes to src/ would buy; they are not the shipped code.
+EXPERIMENTAL = ("ours-seq-proto", "ours-seq-proto-decay0")
+ALL_CONTENDERS = (*CONTENDERS, *EXPERIMENTAL)
+_CHILD_ENV = {
+    "ours-seq-proto-decay0": {"_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"},
+}
+#: Third-party tools: a count mismatch is reported, not fatal.
+_PEERS = frozenset({"pandera-polars", "great-expectations"})
 #: Contenders that flag every occurrence of a duplicated key, not only the later ones.
 ALL_OCCURRENCES = frozenset({"great-expectations"})
 CHILD_TIMEOUT_S = 1_800
@@ -204,6 +215,17 @@ def run_ours(path: Path, engine: str, chunk_size: int) -> RunResult:
         setup,
         {"chunks": seen["chunks"], "engine": engine, "chunk_size": chunk_size},
     )
+
+
+def run_ours_prototype(path: Path, chunk_size: int) -> RunResult:
+    """Ours (sequential) with the fixes suggested for src/, patched in this process only."""
+    from benchmarks.memprobe import patch_reader, patch_unique_merge
+
+    patch_reader("polars-slice")
+    patch_unique_merge()
+    result = run_ours(path, "sequential", chunk_size)
+    result.extra["prototype"] = "polars-slice reader + np.insert merge"
+    return result
 
 
 def run_polars_hand(path: Path, *, lazy: bool) -> RunResult:
@@ -382,12 +404,14 @@ _IMPORTS = {
     "polars-hand-eager": ("polars",),
     "pandera-polars": ("polars", "pandera.polars"),
     "great-expectations": ("pandas", "great_expectations", "great_expectations.expectations"),
+    "ours-seq-proto": ("polars", "signalfactory.pipeline.validate"),
+    "ours-seq-proto-decay0": ("polars", "signalfactory.pipeline.validate"),
 }
 
 
 def child_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(description="Run one contender once and print JSON.")
-    parser.add_argument("--contender", required=True, choices=CONTENDERS)
+    parser.add_argument("--contender", required=True, choices=ALL_CONTENDERS)
     parser.add_argument("--file", required=True, type=Path)
     parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE)
     args = parser.parse_args(argv)
@@ -398,6 +422,8 @@ def child_main(argv: Sequence[str]) -> None:
         "polars-hand-eager": lambda: run_polars_hand(args.file, lazy=False),
         "pandera-polars": lambda: run_pandera(args.file),
         "great-expectations": lambda: run_great_expectations(args.file),
+        "ours-seq-proto": lambda: run_ours_prototype(args.file, args.chunk_size),
+        "ours-seq-proto-decay0": lambda: run_ours_prototype(args.file, args.chunk_size),
     }
     for module in _IMPORTS[args.contender]:
         importlib.import_module(module)
@@ -434,7 +460,13 @@ def run_child(contender: str, path: Path, chunk_size: int) -> dict[str, Any]:
         str(chunk_size),
     ]
     proc = subprocess.run(
-        cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False
+        cmd,
+        cwd=REPO_ROOT,
+        env={**os.environ, **_CHILD_ENV.get(contender, {})},
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        check=False,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -576,7 +608,7 @@ def evaluate_targets(
             }
         )
 
-    for ours in (o for o in OURS if m.runs.get(o)):
+    for ours in (o for o in (*OURS, *EXPERIMENTAL) if m.runs.get(o)):
         vs_hand = m.ratio(ours, REFERENCE)
         add(
             ours,
@@ -749,7 +781,7 @@ def run_suite(
         problems = {check_counts(name, r, files[name][1]) for r in m.runs[name]}
         count_notes[name] = "; ".join(sorted(p for p in problems if p)) or None
     reference = {_counts_key(r) for r in m.runs.get(REFERENCE, [])}
-    for name in (n for n in OURS if m.runs.get(n) and reference):
+    for name in (n for n in (*OURS, *EXPERIMENTAL) if m.runs.get(n) and reference):
         mine = {_counts_key(r) for r in m.runs[name]}
         if mine != reference:
             count_notes[name] = f"{name} disagrees with {REFERENCE}: {mine} vs {reference}"
@@ -805,7 +837,7 @@ def run_suite(
     results_path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"results written to {results_path.relative_to(REPO_ROOT)}")
     # Ours must agree with the hand-written reference and with what was injected.
-    fatal = [count_notes[n] for n in (*OURS, REFERENCE) if count_notes.get(n)]
+    fatal = [count_notes[n] for n in ALL_CONTENDERS if n not in _PEERS and count_notes.get(n)]
     if fatal:
         print("CORRECTNESS FAILURE:\n  " + "\n  ".join(map(str, fatal)), file=sys.stderr)
         return 1

@@ -46,7 +46,7 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _patch_reader(reader: str) -> None:
+def patch_reader(reader: str) -> None:
     import polars as pl
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -97,7 +97,7 @@ def _patch_reader(reader: str) -> None:
     raise ValueError(f"unknown reader {reader!r}")
 
 
-def _patch_unique_merge() -> None:
+def patch_unique_merge() -> None:
     """Prototype: merge new keys into the seen set with one ``np.insert`` (one N+k array)
     instead of ``np.sort(np.concatenate(...), kind="stable")`` (old, concatenated and sorted
     arrays alive at once). Same flags, same ``_seen`` contents."""
@@ -137,7 +137,7 @@ def _patch_unique_merge() -> None:
     tracker_cls.check = check  # type: ignore[method-assign]
 
 
-def _patch_release_chunk() -> None:
+def patch_release_chunk() -> None:
     """Prototype: the sequential engine drops its reference to a chunk before it reads the
     next one (``for item in items: yield fn(item)`` keeps chunk k alive while chunk k+1 is
     read)."""
@@ -176,11 +176,11 @@ def child(args: argparse.Namespace) -> None:
     elif args.arrow_pool == "jemalloc-decay0":
         pa.set_memory_pool(pa.jemalloc_memory_pool())
         pa.jemalloc_set_decay_ms(0)
-    _patch_reader(args.reader)
+    patch_reader(args.reader)
     if args.unique_insert:
-        _patch_unique_merge()
+        patch_unique_merge()
     if args.release_chunk:
-        _patch_release_chunk()
+        patch_release_chunk()
     declared = dict(ORDERS_POLICY)
     if args.no_unique:
         declared["dq"] = [c for c in declared["dq"] if c["check"] != "unique"]

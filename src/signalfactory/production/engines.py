@@ -14,7 +14,7 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from signalfactory.core.errors import ConfigError
@@ -66,64 +66,58 @@ class SequentialEngine:
         return None
 
 
-class ThreadEngine:
+class _PoolEngine:
+    """A concurrent.futures executor behind the engine interface."""
+
+    name: str = "pool"
+    in_process: bool = True
+
+    def __init__(self, max_workers: int | None = None, address: str | None = None) -> None:
+        self.max_workers = max_workers or _default_workers()
+        self._pool: Executor | None = None
+
+    def _new_pool(self) -> Executor:
+        raise NotImplementedError
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        if self._pool is None:
+            self._pool = self._new_pool()
+        pool = self._pool
+
+        def submit(item: T) -> Future[R]:
+            return pool.submit(fn, item)
+
+        def result(handle: Future[R]) -> R:
+            return handle.result()
+
+        yield from ordered_window(submit, result, items, 2 * self.max_workers, lambda h: h.cancel())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class ThreadEngine(_PoolEngine):
     """Runs chunks on a bounded thread pool; reading stays in the calling thread."""
 
     name: str = "threads"
     in_process: bool = True
 
-    def __init__(self, max_workers: int | None = None, address: str | None = None) -> None:
-        self.max_workers = max_workers or _default_workers()
-        self._pool: ThreadPoolExecutor | None = None
-
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="sf-chunk")
-        pool = self._pool
-
-        def submit(item: T) -> Future[R]:
-            return pool.submit(fn, item)
-
-        def result(handle: Future[R]) -> R:
-            return handle.result()
-
-        yield from ordered_window(submit, result, items, 2 * self.max_workers, lambda h: h.cancel())
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def _new_pool(self) -> Executor:
+        return ThreadPoolExecutor(self.max_workers, thread_name_prefix="sf-chunk")
 
 
-class ProcessEngine:
+class ProcessEngine(_PoolEngine):
     """Runs chunks in worker processes (spawned, so no inherited thread state)."""
 
     name: str = "processes"
     in_process: bool = False
 
-    def __init__(self, max_workers: int | None = None, address: str | None = None) -> None:
-        self.max_workers = max_workers or _default_workers()
-        self._pool: ProcessPoolExecutor | None = None
-
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.max_workers, mp_context=multiprocessing.get_context("spawn")
-            )
-        pool = self._pool
-
-        def submit(item: T) -> Future[R]:
-            return pool.submit(fn, item)
-
-        def result(handle: Future[R]) -> R:
-            return handle.result()
-
-        yield from ordered_window(submit, result, items, 2 * self.max_workers, lambda h: h.cancel())
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def _new_pool(self) -> Executor:
+        return ProcessPoolExecutor(
+            self.max_workers, mp_context=multiprocessing.get_context("spawn")
+        )
 
 
 def _dask_engine(max_workers: int | None, address: str | None) -> Engine:
