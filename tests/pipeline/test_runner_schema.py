@@ -163,3 +163,27 @@ def test_gold_added_field_in_strict_mode_is_held(project: Project, level: str) -
     assert ev.failure_signature == "UNEXPECTED_FIELD:is_large"
     assert outcome.run.certification_status is CertificationStatus.HELD_AT_PREVIOUS
     assert tree_digest(path) == before
+
+
+@pytest.mark.parametrize("chunk_size", [1_000, 2_000])
+def test_a_single_bad_value_is_a_row_failure_whatever_the_chunk_size(
+    project: Project, chunk_size: int
+) -> None:
+    # The last chunk (of 1,000) holds one row, and its order_total does not cast: the run,
+    # not the chunk, decides whether the column arrived as text.
+    source = as_text(orders(1_001, seed=31)).with_columns(
+        pl.when(pl.int_range(pl.len()) == 1_000)
+        .then(pl.lit("abc"))
+        .otherwise(pl.col("order_total"))
+        .alias("order_total")
+    )
+    project.write(pipeline=pipeline_doc(chunk_size=chunk_size))
+    project.partition(DAY1, source)
+    sf = project.open()
+    outcome = project.run(sf)
+    assert outcome.run.certification_status is CertificationStatus.CERTIFIED
+    assert outcome.run.rows_quarantined == 1
+    assert outcome.run.rows_written == 1_000
+    assert gate(outcome, Stage.BRONZE, "G3_SCHEMA").failure_signature == (
+        "TYPE_MISMATCH:order_total:DECIMAL"
+    )

@@ -10,10 +10,10 @@ Modes (``schema.mode`` in the policy bundle):
   reported as warnings at bronze; the gold G3_SCHEMA check against the certified table still
   stops a type change from reaching consumers.
 
-Text sources (CSV) carry no types: a declared column is cast, a column none of whose values
-cast keeps the observed type ``STRING`` (a schema break, e.g.
-``SCHEMA_BREAK:order_total:DECIMAL→STRING``), and single values that do not cast fail their row
-with ``TYPE_MISMATCH:order_total:DECIMAL``.
+Text sources (CSV) carry no types: a declared column is cast, and values that do not cast fail
+their row with ``TYPE_MISMATCH:order_total:DECIMAL``. When no value of the column casts over
+the whole run, the column arrived as text: a schema break, e.g.
+``SCHEMA_BREAK:order_total:DECIMAL→STRING`` (decided per run, so never by chunk size).
 """
 
 from __future__ import annotations
@@ -80,10 +80,10 @@ def conform(df: pl.DataFrame, policy: PolicyBundle, *, typed: bool) -> Conformed
             n_bad, n_present = df.select(
                 bad.sum().alias("bad"), pl.col(name).is_not_null().sum().alias("present")
             ).row(0)
-            if n_present and n_bad == n_present:
-                sig = f"SCHEMA_BREAK:{name}:{expected.name}→STRING"
-                (warnings if mode == "breaking" else breaks).append(sig)
-                continue
+            # Whether the column as a whole is text is judged over the run, not the chunk
+            # (see ``promote_text_breaks``), so the result never depends on chunk size.
+            tally.counters[f"text_values:{name}:{expected.name}"] += int(n_present)
+            tally.counters[f"text_uncastable:{name}:{expected.name}"] += int(n_bad)
             casts.append(cast.alias(name))
             if n_bad:
                 cast_failures.append((f"TYPE_MISMATCH:{name}:{expected.name}", bad))
@@ -131,6 +131,18 @@ def conform(df: pl.DataFrame, policy: PolicyBundle, *, typed: bool) -> Conformed
     if casts:
         df = df.with_columns(casts)
     return Conformed(df, invalid, tally, broken=False)
+
+
+def promote_text_breaks(tally: GateTally, mode: str) -> None:
+    """Run level: a text column none of whose values cast to its type is a schema break."""
+    for key, present in list(tally.counters.items()):
+        if not key.startswith("text_values:") or not present:
+            continue
+        _, name, expected = key.split(":", 2)
+        if tally.counters[f"text_uncastable:{name}:{expected}"] == present:
+            sig = f"SCHEMA_BREAK:{name}:{expected}→STRING"
+            target = tally.warn_signatures if mode == "breaking" else tally.batch_signatures
+            target[sig] += 1
 
 
 def compare_output(

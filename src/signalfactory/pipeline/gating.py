@@ -17,6 +17,7 @@ from signalfactory.enforcement.catalog import (
 )
 from signalfactory.enforcement.outcomes import Decision, GateTally, decide, merge
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
+from signalfactory.enforcement.schema import promote_text_breaks
 from signalfactory.pipeline.chunkflow import ChunkOutcome
 
 _COUNTED = (
@@ -80,6 +81,9 @@ def decide_gates(
     merged = merge(
         [t for o in outcomes for t in o.tallies] + run_level_tallies(dataset, policy, counts)
     )
+    bronze_schema = merged.get((Stage.BRONZE, G3_SCHEMA))
+    if bronze_schema is not None:
+        promote_text_breaks(bronze_schema, policy.schema_.mode)
     decisions = []
     # Gates a stage has only with some steps (gold DQ: routed detect steps) are decided when
     # they have a tally.
@@ -109,7 +113,8 @@ def decide_gates(
                     level=level,
                     max_invalid_rows_pct=policy.routing.max_invalid_rows_pct,
                     context=_context(gate, dataset, producer),
-                    reached=stage is Stage.BRONZE or not counts["broken"],
+                    reached=stage is Stage.BRONZE
+                    or counts["rows_bronze" if stage is Stage.SILVER else "rows_silver"] > 0,
                 )
             )
     return decisions

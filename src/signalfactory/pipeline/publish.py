@@ -17,6 +17,7 @@ import pyarrow.dataset as pads
 from signalfactory.core.faults import crash_point
 from signalfactory.core.protocols import MetadataStore
 from signalfactory.core.records import GateResult, QuarantineRecord, RunRecord, Stage
+from signalfactory.enforcement.catalog import G3_SCHEMA
 from signalfactory.enforcement.checks import REASONS
 from signalfactory.enforcement.outcomes import Decision
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
@@ -65,6 +66,32 @@ def move_to_quarantine(gold: StagedLayer, quarantine: StagedLayer, reason: str) 
             quarantine.write(10_000_000 + i * 1000 + j, frame, suffix="-held")
             moved += frame.height
     return moved
+
+
+def text_break_renames(decisions: Sequence[Decision]) -> dict[str, str]:
+    """``TYPE_MISMATCH:col:T`` → ``SCHEMA_BREAK:col:T→STRING`` for columns that arrived as text.
+
+    The run decided that no value of the column cast, so its rows carry the batch's failure
+    signature in quarantine too, exactly as the evidence does.
+    """
+    renames = {}
+    for d in decisions:
+        if d.evidence.stage is not Stage.BRONZE or d.evidence.gate != G3_SCHEMA:
+            continue
+        for sig in d.evidence.failure_signatures:
+            if sig.startswith("SCHEMA_BREAK:") and sig.endswith("→STRING"):
+                _, column, change = sig.split(":", 2)
+                renames[f"TYPE_MISMATCH:{column}:{change.removesuffix('→STRING')}"] = sig
+    return renames
+
+
+def rewrite_reasons(staged: StagedLayer, renames: Mapping[str, str]) -> None:
+    for file in staged.files():
+        frame = pl.read_parquet(file)
+        reasons = pl.col(REASONS)
+        for old, new in renames.items():
+            reasons = reasons.str.replace_all(old, new, literal=True)
+        frame.with_columns(reasons).write_parquet(file)
 
 
 def _first_failing_stage(decisions: Sequence[Decision]) -> Stage:
@@ -118,6 +145,9 @@ def publish(
             if result:
                 commits[layer] = result
         crash_point("after_layer_commits")
+    renames = text_break_renames(decisions)
+    if renames:
+        rewrite_reasons(staging.quarantine, renames)
     table = path = None
     if staging.quarantine.files():
         table = quarantine_name(dataset, partition, run.run_id)
