@@ -169,7 +169,8 @@ class SignalFactory:
                 f"run {run_id} was started from Python, not from a pipeline file; resume it by "
                 "calling SignalFactory.run with the same pipeline and partition."
             )
-        return self.run(Path(str(source)), dict(run.partition))
+        spec = load_pipeline(Path(str(source)))
+        return self.runner().run(spec, dict(run.partition), resume_of=run_id)
 
     # -- dead letters --------------------------------------------------------------------
     def _dead_letter(self, dead_letter_id: str) -> DeadLetter:

@@ -220,3 +220,38 @@ def test_half_a_percent_of_malformed_lines_are_quarantined_exactly(project: Proj
     assert record.reasons == {"MALFORMED_ROW:expected 8 fields, got 9": len(bad)}
     quarantined = pl.read_delta(record.path)
     assert sorted(quarantined["_sf_source_line"].cast(pl.Int64).to_list()) == [i + 1 for i in bad]
+
+
+def test_resume_works_from_any_directory_and_refuses_changed_input(
+    crash_project: Project, tmp_path: Path
+) -> None:
+    sf = crash_project.open()
+    crashed = _run(crash_project, SIGNALFACTORY_FAULT="after_checkpoint:2")
+    assert crashed.returncode == -signal.SIGKILL
+    (run,) = sf.store.list_runs(dataset_urn=URN)
+    # The input changes before anyone resumes: the old run must not absorb it.
+    crash_project.partition(DAY1, orders(2_000, seed=1))
+    refused = subprocess.run(
+        [str(BIN), "resume", run.run_id],
+        env=_env(crash_project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 2
+    assert "cannot be resumed" in refused.stderr
+    crash_project.partition(DAY1, _source())  # the original input is back
+    resumed = subprocess.run(
+        [str(BIN), "resume", run.run_id, "--json"],
+        env=_env(crash_project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["run_id"] == run.run_id
+    _check_balanced(sf, run.run_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
 import pytest
 
 from factories import DAY1, URN, Project, certified_path, orders, pipeline_doc, read_table
@@ -102,3 +103,40 @@ def test_a_terminal_error_is_tried_once_dead_lettered_and_replayed(project: Proj
     with pytest.raises(Exception, match="not OPEN"):
         sf.discard_dead_letter(letter.dead_letter_id)
     assert sf.store.get_certification(URN).certified_version is not None
+
+
+ONCE_PER_CHUNK = """
+import pathlib
+import polars as pl
+
+HERE = pathlib.Path(__file__).parent
+
+
+def step(batch: pl.DataFrame) -> pl.DataFrame:
+    marker = HERE / f"seen-{batch['order_id'].min()}"
+    if not marker.exists():
+        marker.write_text("1")
+        raise OSError("first attempt of every chunk fails")
+    return batch
+"""
+
+
+def test_retried_chunks_are_counted_once(project: Project) -> None:
+    project.write_module("once", ONCE_PER_CHUNK)
+    doc = pipeline_doc(chunk_size=CHUNK, gold=[{"python": "once:step"}])
+    doc["retries"] = {"attempts": 3, "backoff_s": 0.0, "max_backoff_s": 0.0}
+    project.write(pipeline=doc)
+    source = orders(ROWS, seed=8).with_columns(
+        order_total=pl.when(pl.int_range(pl.len()) % 1000 == 7)
+        .then(-1.0)
+        .otherwise(pl.col("order_total"))
+    )
+    project.partition(DAY1, source)
+    sf = project.open()
+    outcome = project.run(sf)
+    run = outcome.run
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    assert run.reconciliation["retries"] == ROWS // CHUNK
+    assert run.rows_quarantined == ROWS // CHUNK  # one bad row per chunk, counted once
+    assert run.rows_written == ROWS - ROWS // CHUNK
+    assert run.reconciliation["balanced"] is True

@@ -12,6 +12,7 @@ from factories import (
     Project,
     certified_path,
     orders,
+    policy_doc,
     read_table,
     tree_digest,
 )
@@ -116,3 +117,19 @@ def test_a_failed_run_is_resumed_not_reused(project: Project) -> None:
     assert "resumed from its checkpoints" in reasons
     # …and never publishes anything while the step keeps failing.
     assert sf.store.get_certification(URN).certified_version is None
+
+
+def test_a_rerun_that_certifies_no_rows_empties_the_partition(project: Project) -> None:
+    project.write(policy=policy_doc(max_invalid_pct=100))
+    project.partition(DAY1, orders(1_200, seed=41))
+    sf = project.open()
+    first = project.run(sf)
+    assert read_table(certified_path(sf)).height == 1_200
+    # The partition is re-landed with every customer_id missing: nothing passes.
+    project.partition(DAY1, orders(1_200, seed=41).with_columns(customer_id=pl.lit(None)))
+    second = project.run(sf)
+    assert second.run.run_id != first.run.run_id
+    assert second.run.certification_status is CertificationStatus.CERTIFIED
+    assert second.run.rows_written == 0
+    assert second.run.rows_quarantined == 1_200
+    assert read_table(certified_path(sf)).filter(pl.col("dt") == DAY1).height == 0

@@ -457,3 +457,17 @@ def test_hdf5_attributes_cannot_run_code(tmp_path: Path) -> None:
     assert read_all([path]).height == 1100
     assert not marker.exists()
     assert attributeset.pickle is pickle  # the guard is lifted after reading
+
+
+def test_files_of_one_source_may_order_columns_differently(tmp_path: Path) -> None:
+    pl.DataFrame({"a": ["1", "2"], "b": ["x", "y"]}).write_csv(tmp_path / "1.csv")
+    pl.DataFrame({"b": ["z"], "a": ["3"]}).write_csv(tmp_path / "2.csv")
+    (chunk,) = read_chunks([tmp_path / "1.csv", tmp_path / "2.csv"], "csv", 1_000)
+    assert chunk.df.select("a", "b").rows() == [("1", "x"), ("2", "y"), ("3", "z")]
+
+
+def test_a_file_with_other_columns_is_named_in_the_error(tmp_path: Path) -> None:
+    pl.DataFrame({"a": ["1"], "b": ["x"]}).write_csv(tmp_path / "1.csv")
+    pl.DataFrame({"c": ["z"], "a": ["3"]}).write_csv(tmp_path / "odd.csv")
+    with pytest.raises(InputDataError, match=r"odd\.csv has other columns.*missing b, extra c"):
+        list(read_chunks([tmp_path / "1.csv", tmp_path / "odd.csv"], "csv", 1_000))

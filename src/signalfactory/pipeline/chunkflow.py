@@ -13,6 +13,7 @@ ordered duplicate check in the driver, then ``finish`` (silver gates, PII, gold)
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from signalfactory.core.errors import Terminal
 from signalfactory.core.records import Stage
 from signalfactory.enforcement.catalog import DQ, G3_SCHEMA, G4_CONTRACT, G5_PII
 from signalfactory.enforcement.checks import (
@@ -207,6 +209,15 @@ class ChunkProcessor:
 
     # -- helpers -------------------------------------------------------------------------
     def _with_partition(self, df: pl.DataFrame) -> pl.DataFrame:
+        for key, value in self.partition.items():
+            if key in df.columns:
+                other = df.filter(pl.col(key).cast(pl.String) != value).height
+                if other:
+                    raise Terminal(
+                        f"the data has a column {key!r} with {other:,} value(s) other than the "
+                        f"run's partition {key}={value}; a partition's rows must all belong to "
+                        f"it. Rename the source column or fix the partition value."
+                    )
         missing = [pl.lit(v).alias(k) for k, v in self.partition.items() if k not in df.columns]
         return df.with_columns(missing) if missing else df
 
@@ -307,12 +318,13 @@ class ChunkProcessor:
     ) -> ChunkOutcome:
         """Silver gates (with the duplicate flags), PII, gold steps and gold gates."""
         prepared, duplicates = item
-        out = prepared.outcome
+        # A retried attempt starts again from what ``prepare`` counted, never from a failed
+        # attempt's partial counts.
+        out = copy.deepcopy(prepared.outcome)
         silver = prepared.frame
         if silver is None and prepared.frame_path is not None:
-            path = Path(prepared.frame_path) / f"part-{out.index:07d}.parquet"
-            silver = pl.read_parquet(path)
-            path.unlink()
+            handoff = Path(prepared.frame_path) / f"part-{out.index:07d}.parquet"
+            silver = pl.read_parquet(handoff)
         if silver is None:
             return out
         built = self._build()
@@ -327,9 +339,10 @@ class ChunkProcessor:
         self.staging.silver.write(out.index, silver)
         out.rows_silver = silver.height
         out.seconds["silver"] = out.seconds.get("silver", 0.0) + time.perf_counter() - clock
-        if silver_only:
-            return out
-        return self._gold(out, silver)
+        result = out if silver_only else self._gold(out, silver)
+        if prepared.frame_path is not None:  # only once the work succeeded: retries reread it
+            (Path(prepared.frame_path) / f"part-{out.index:07d}.parquet").unlink(missing_ok=True)
+        return result
 
     def bronze_frame(self, chunk: Chunk) -> pl.DataFrame | None:
         """The chunk as the silver steps receive it, without side effects (detect pre-pass)."""

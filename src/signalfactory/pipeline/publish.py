@@ -24,7 +24,7 @@ from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
 from signalfactory.pipeline.chunkflow import STAGE_COLUMN, Staging
 from signalfactory.pipeline.paths import DatasetPaths
 from signalfactory.production.formats import ROW_COLUMN
-from signalfactory.production.lake import CommitResult, StagedLayer, commit_layer
+from signalfactory.production.lake import CommitResult, StagedLayer, clear_partition, commit_layer
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +188,13 @@ def publish(
             merge_schema=merge_schema,
             app_id=f"signalfactory:{run.run_id}:certified:g{generation}",
         )
+        if result is None:
+            result = clear_partition(
+                paths.certified,
+                partition,
+                {**metadata, "signalfactory.layer": "certified"},
+                app_id=f"signalfactory:{run.run_id}:certified:g{generation}",
+            )
         crash_point("after_certified_commit")
         if result:
             commits["certified"] = result

@@ -152,7 +152,16 @@ def idempotency_key(
             "limits",
         },
     )
-    digest.update(json.dumps([params, dict(partition), policy_digest], sort_keys=True).encode())
+    # The code of Python steps is part of what produced the output: a fix changes the key.
+    code = {}
+    for step in (*spec.steps.silver, *spec.steps.gold):
+        if step.python:
+            module = spec.base_dir / (step.python.split(":")[0].replace(".", "/") + ".py")
+            if module.is_file():
+                code[step.python] = hashlib.sha256(module.read_bytes()).hexdigest()
+    digest.update(
+        json.dumps([params, dict(partition), policy_digest, code], sort_keys=True).encode()
+    )
     return digest.hexdigest()
 
 
@@ -213,6 +222,9 @@ class PipelineRunner:
     def _fail(self, run: RunRecord, exc: BaseException, created: bool) -> RunRecord:
         timed_out = isinstance(exc, LimitExceeded) and exc.kind == "time"
         raw = exc.message if isinstance(exc, SignalFactoryError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, SignalFactoryError):
+            # Third-party errors may quote whole rows on later lines: keep the diagnosis.
+            raw = raw.strip().splitlines()[0][:500] if raw.strip() else type(exc).__name__
         message = scrub(raw)
         status = RunStatus.TIMED_OUT if timed_out else RunStatus.FAILED
         failed = replace(run, status=status, finished_at=utcnow(), error=message)
@@ -239,7 +251,12 @@ class PipelineRunner:
 
     # -- plan ----------------------------------------------------------------------------
     def run(
-        self, spec: PipelineSpec, partition_given: Mapping[str, str], *, replay: str | None = None
+        self,
+        spec: PipelineSpec,
+        partition_given: Mapping[str, str],
+        *,
+        replay: str | None = None,
+        resume_of: str | None = None,
     ) -> RunOutcome:
         """Run one partition. Configuration errors raise before any run is recorded.
 
@@ -283,6 +300,14 @@ class PipelineRunner:
             raise  # a malformed manifest is a configuration error: exit 2, no run recorded
         except SignalFactoryError as exc:
             return RunOutcome(self._fail(run, exc, created=False))
+        if resume_of is not None:
+            original = self.store.get_run(resume_of)
+            if original is not None and original.idempotency_key not in ("", key):
+                raise ConfigError(
+                    f"run {resume_of} cannot be resumed: its input, pipeline or policy changed "
+                    "since it started (the idempotency key differs). Run the pipeline again to "
+                    "process the new input as a new run."
+                )
         while True:
             previous = self.store.find_runs_by_key(key)
             for done in previous:
@@ -303,6 +328,19 @@ class PipelineRunner:
             owner = owner_id()
             lease = claim(self.store, key, run_id, owner)
             if lease.owner == owner:
+                # The key may have succeeded between our read and the claim: read again.
+                finished = next(
+                    (
+                        r
+                        for r in self.store.find_runs_by_key(key)
+                        if r.status is RunStatus.SUCCEEDED and r.run_id != replay
+                    ),
+                    None,
+                )
+                if finished is not None:
+                    self.store.release_lease(key, run_id)
+                    evidence = self.store.list_evidence(run_id=finished.run_id)
+                    return RunOutcome(finished, evidence=evidence, reused=True)
                 break
             winner = wait_for(self.store, key, lease.run_id)
             if winner is not None:
@@ -556,6 +594,15 @@ class PipelineRunner:
             producer=ctx.producer,
         )
 
+        accounted = counts["rows_gold"] + counts["rows_quarantined"] + counts["rows_dropped"]
+        if counts["rows_read"] + counts["rows_added"] != accounted:
+            # Never publish what does not add up (B11): a bug, not bad data.
+            raise Terminal(
+                f"reconciliation failed before publishing: {counts['rows_read']:,} rows read "
+                f"+ {counts['rows_added']:,} added by steps != {counts['rows_gold']:,} to "
+                f"certify + {counts['rows_quarantined']:,} quarantined + "
+                f"{counts['rows_dropped']:,} dropped; nothing was published."
+            )
         write_started = utcnow()
         previous = self.store.get_certification(ctx.dataset.urn)
         published = publish(
@@ -661,6 +708,8 @@ class PipelineRunner:
             self.hooks.evidence(ev)
         self._certify(ctx, previous, status, version, started if certified else None, held)
         for layer, commit in published.commits.items():
+            if layer == "quarantine":
+                continue  # the dataset was not written: freshness must not count it
             self._event(
                 LifecycleEventType.DATASET_WRITE_COMMITTED,
                 run,

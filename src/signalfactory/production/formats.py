@@ -234,6 +234,23 @@ def _batches(
     return pickle_batches(path, chunk_size)
 
 
+def _align(
+    batch: pa.RecordBatch, columns: list[str] | None, path: Path, first: Path
+) -> pa.RecordBatch:
+    """Files of one source must have the same columns; their order may differ."""
+    if columns is None or batch.schema.names == columns:
+        return batch
+    if sorted(batch.schema.names) == sorted(columns):
+        return batch.select(columns)
+    missing = sorted(set(columns) - set(batch.schema.names))
+    extra = sorted(set(batch.schema.names) - set(columns))
+    raise InputDataError(
+        f"{path} has other columns than {first} (the first file of this source): missing "
+        f"{', '.join(missing) or 'none'}, extra {', '.join(extra) or 'none'}. All files of a "
+        "partition must share one header; land the odd file as its own source."
+    )
+
+
 def read_chunks(
     files: Sequence[Path],
     fmt: str | None,
@@ -281,10 +298,14 @@ def _read_chunks(
         malformed = []
         return chunk
 
+    first_columns: list[str] | None = None
     for path, kind in zip(files, kinds, strict=True):
         typed = kind != "csv"
         file_malformed: list[dict[str, object]] = []
-        for batch in _batches(path, kind, chunk_size, key, file_malformed):
+        for raw in _batches(path, kind, chunk_size, key, file_malformed):
+            batch = _align(raw, first_columns, path, files[0])
+            if first_columns is None:
+                first_columns = batch.schema.names
             for frame in rechunker.push(batch):
                 malformed.extend({**m, FILE_COLUMN: str(path)} for m in file_malformed)
                 file_malformed.clear()

@@ -177,3 +177,22 @@ def commit_layer(
         rows=int(added.get("num_added_rows", staged.count())),
         files_added=int(added.get("num_added_files", 0) or 0),
     )
+
+
+def clear_partition(
+    path: str, partition: Mapping[str, str], metadata: Mapping[str, str], app_id: str
+) -> CommitResult | None:
+    """Empty ``partition`` of an existing table in one commit (a run that certified no rows
+    must not leave the previous rows of that partition in place)."""
+    if not partition or not DeltaTable.is_deltatable(path) or _committed(path, app_id):
+        return _committed(path, app_id) if DeltaTable.is_deltatable(path) else None
+    table = DeltaTable(path)
+    table.delete(
+        partition_predicate(partition),
+        commit_properties=CommitProperties(
+            custom_metadata={**metadata, "signalfactory.app_id": app_id},
+            app_transactions=[Transaction(app_id, 1)],
+        ),
+    )
+    table = DeltaTable(path)
+    return CommitResult(path=path, version=int(table.version()), rows=0, files_added=0)

@@ -299,7 +299,7 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
     data = read_yaml(path, "pipeline file")
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     data["base_dir"] = path.resolve().parent
-    data["source_file"] = str(path)
+    data["source_file"] = str(path.resolve())  # `resume` works from any directory
     try:
         return PipelineSpec.model_validate(data)
     except Exception as exc:
