@@ -187,3 +187,17 @@ def test_a_single_bad_value_is_a_row_failure_whatever_the_chunk_size(
     assert gate(outcome, Stage.BRONZE, "G3_SCHEMA").failure_signature == (
         "TYPE_MISMATCH:order_total:DECIMAL"
     )
+
+
+def test_json_numbers_meet_a_strict_decimal_declaration(project: Project) -> None:
+    # JSON has no decimal type: a strict DECIMAL column arrives as DOUBLE and is cast.
+    project.write(
+        policy=policy_doc(mode="strict"), pipeline=pipeline_doc(fmt="json", chunk_size=1_000)
+    )
+    project.partition(DAY1, orders(1_200, seed=51), fmt="ndjson")
+    sf = project.open()
+    outcome = project.run(sf)
+    assert outcome.run.certification_status is CertificationStatus.CERTIFIED, [
+        e.failure_signature for e in outcome.evidence if e.failure_signature
+    ]
+    assert outcome.run.rows_written == 1_200

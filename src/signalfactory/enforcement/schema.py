@@ -53,7 +53,9 @@ class Conformed:
     broken: bool
 
 
-def conform(df: pl.DataFrame, policy: PolicyBundle, *, typed: bool) -> Conformed:
+def conform(
+    df: pl.DataFrame, policy: PolicyBundle, *, typed: bool, exact_decimals: bool = True
+) -> Conformed:
     """Cast declared columns; report breaks, warnings and uncastable rows."""
     mode = policy.schema_.mode
     tally = GateTally(stage=Stage.BRONZE, gate=G3_SCHEMA, rows_checked=df.height)
@@ -87,7 +89,9 @@ def conform(df: pl.DataFrame, policy: PolicyBundle, *, typed: bool) -> Conformed
             casts.append(cast.alias(name))
             if n_bad:
                 cast_failures.append((f"TYPE_MISMATCH:{name}:{expected.name}", bad))
-        elif (seen == expected.name) if mode == "strict" else expected.accepts(seen):
+        elif ((seen == expected.name) if mode == "strict" else expected.accepts(seen)) or (
+            not exact_decimals and expected.name == "DECIMAL" and expected.accepts(seen)
+        ):
             if dtype != expected.polars_dtype():
                 casts.append(pl.col(name).cast(expected.polars_dtype(), strict=False).alias(name))
         else:

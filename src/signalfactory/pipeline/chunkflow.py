@@ -288,7 +288,9 @@ class ChunkProcessor:
             self._quarantine(out, Stage.BRONZE, chunk.malformed)
         if chunk.df.height == 0:
             return Prepared(out)
-        conformed = conform(chunk.df, self.policy, typed=chunk.typed)
+        conformed = conform(
+            chunk.df, self.policy, typed=chunk.typed, exact_decimals=chunk.exact_decimals
+        )
         out.tallies.append(conformed.tally)
         self._quarantine(out, Stage.BRONZE, conformed.invalid)
         if conformed.broken:
@@ -348,7 +350,9 @@ class ChunkProcessor:
         """The chunk as the silver steps receive it, without side effects (detect pre-pass)."""
         if chunk.df.height == 0:
             return None
-        conformed = conform(chunk.df, self.policy, typed=chunk.typed)
+        conformed = conform(
+            chunk.df, self.policy, typed=chunk.typed, exact_decimals=chunk.exact_decimals
+        )
         return None if conformed.broken else self._with_partition(conformed.df)
 
     def finish_silver(self, item: tuple[Prepared, Mapping[str, np.ndarray]]) -> ChunkOutcome:

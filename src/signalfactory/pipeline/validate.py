@@ -58,7 +58,9 @@ def validate_files(
     sequencer = Sequencer()
 
     def work(chunk: Chunk) -> tuple[int, int, int, bool, list[GateTally]]:
-        conformed = conform(chunk.df, policy, typed=chunk.typed)
+        conformed = conform(
+            chunk.df, policy, typed=chunk.typed, exact_decimals=chunk.exact_decimals
+        )
         tallies = [conformed.tally]
         df = conformed.df
         with sequencer.turn(chunk.index):

@@ -58,6 +58,8 @@ class Chunk:
     index: int
     df: pl.DataFrame
     typed: bool
+    #: False when the format has no decimal type (JSON numbers arrive as doubles).
+    exact_decimals: bool = True
     malformed: pl.DataFrame | None = None
 
 
@@ -284,7 +286,7 @@ def _read_chunks(
     row = 0
     rechunker = _Rechunker(chunk_size)
     malformed: list[dict[str, object]] = []
-    typed = True
+    typed = exact = True
 
     def emit(frame: pl.DataFrame) -> Chunk:
         nonlocal index, row, malformed
@@ -292,7 +294,7 @@ def _read_chunks(
             pl.int_range(row, row + frame.height, dtype=pl.Int64).alias(ROW_COLUMN)
         )
         bad = pl.DataFrame(malformed) if malformed else None
-        chunk = Chunk(index=index, df=frame, typed=typed, malformed=bad)
+        chunk = Chunk(index=index, df=frame, typed=typed, malformed=bad, exact_decimals=exact)
         index += 1
         row += frame.height
         malformed = []
@@ -300,7 +302,7 @@ def _read_chunks(
 
     first_columns: list[str] | None = None
     for path, kind in zip(files, kinds, strict=True):
-        typed = kind != "csv"
+        typed, exact = kind != "csv", kind != "json"
         file_malformed: list[dict[str, object]] = []
         for raw in _batches(path, kind, chunk_size, key, file_malformed):
             batch = _align(raw, first_columns, path, files[0])
