@@ -48,7 +48,9 @@ def run_level_tallies(
     identity.metrics["confidence"] = 1.0 if dataset.producer_urn else 0.9
     tallies = [resolution, identity]
     for check in policy.dq:
-        if check.check == "min_rows" and check.value is not None and not counts["broken"]:
+        # min_rows judges what reached silver; when nothing got past bronze, bronze has failed.
+        reached = counts["rows_bronze"] > 0 or not counts["rows_read"]
+        if check.check == "min_rows" and check.value is not None and reached:
             tally = GateTally(stage=Stage.SILVER, gate=DQ)
             if counts["rows_silver"] < check.value:
                 sig = f"MIN_ROWS:{counts['rows_silver']}<{check.value}"

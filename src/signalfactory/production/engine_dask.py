@@ -41,7 +41,7 @@ class DaskEngine:
                         n_workers=self.max_workers,
                         threads_per_worker=1,
                         processes=True,
-                        dashboard_address=None,
+                        dashboard_address=":0",  # never the fixed 8787 another may hold
                     )
                     self._client = Client(self._cluster)  # type: ignore[no-untyped-call]
             except OSError as exc:
