@@ -46,14 +46,17 @@ class UniqueTracker:
         else:
             seen_before = np.zeros(keys.shape, dtype=bool)
         flags: np.ndarray = (seen_before | dup_in_chunk) & present
-        new = np.sort(keys[present])
-        # Both runs are sorted: the stable sort (timsort) merges them in linear time.
-        self._seen = np.sort(np.concatenate([self._seen, new]), kind="stable")
+        self._add(keys[present])
         return flags
+
+    def _add(self, keys: np.ndarray) -> None:
+        new = np.sort(keys.astype(np.uint64, copy=False))
+        # One-step merge: two copies of the seen set alive at most, not three.
+        self._seen = np.insert(self._seen, np.searchsorted(self._seen, new), new)
 
     def seed(self, keys: np.ndarray) -> None:
         """Add keys of chunks finished before a crash (resume) without checking them."""
-        self._seen = np.sort(np.concatenate([self._seen, keys.astype(np.uint64)]), kind="stable")
+        self._add(keys)
 
     def check(self, series: pl.Series) -> pl.Series:
         keys, present = unique_keys(series)

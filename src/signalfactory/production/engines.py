@@ -1,11 +1,12 @@
 """Compute engines behind one small interface, chosen by name from a registry.
 
 An engine maps a function over chunks and yields results in input order. It keeps at most
-``2 × max_workers`` chunks in flight, so memory follows chunk size and worker count, not
-input size. ``sequential`` runs in the calling thread; ``threads`` uses a thread pool (polars
-and pyarrow release the GIL); ``processes`` a process pool (chunks travel as Arrow IPC);
-``dask`` a ``dask.distributed`` cluster (a LocalCluster unless an address is given) and
-``ray`` a Ray cluster (local unless an address is given). Dask and Ray are optional extras.
+``max_workers + 1`` chunks in flight (2 × ``max_workers`` on Dask and Ray), so memory follows
+chunk size and worker count, not input size. ``sequential`` runs in the calling thread;
+``threads`` uses a thread pool (polars and pyarrow release the GIL); ``processes`` a process
+pool (chunks travel as Arrow IPC); ``dask`` a ``dask.distributed`` cluster (a LocalCluster
+unless an address is given) and ``ray`` a Ray cluster (local unless an address is given).
+Dask and Ray are optional extras.
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ class _PoolEngine:
         def result(handle: Future[R]) -> R:
             return handle.result()
 
-        yield from ordered_window(submit, result, items, 2 * self.max_workers, lambda h: h.cancel())
+        # One chunk queued per worker plus one being read: enough to keep workers busy.
+        window = self.max_workers + 1
+        yield from ordered_window(submit, result, items, window, lambda h: h.cancel())
 
     def close(self) -> None:
         if self._pool is not None:

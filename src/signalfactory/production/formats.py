@@ -214,9 +214,15 @@ def _json_batches(path: Path, chunk_size: int) -> Iterator[pa.RecordBatch]:
 
 
 def _parquet_batches(path: Path, chunk_size: int) -> Iterator[pa.RecordBatch]:
+    """One chunk at a time through polars' reader: it decodes only the row groups a slice
+    needs and, unlike pyarrow's pre-buffering batch reader, keeps none of them afterwards."""
     try:
-        yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_size)
-    except (pa.ArrowInvalid, OSError) as exc:
+        total = pq.read_metadata(path).num_rows
+        lazy = pl.scan_parquet(path)
+        for offset in range(0, total, chunk_size):
+            frame = lazy.slice(offset, chunk_size).collect()
+            yield from frame.to_arrow().to_batches()
+    except (pa.ArrowInvalid, OSError, pl.exceptions.PolarsError) as exc:
         raise InputDataError(f"{path}: cannot be read as Parquet ({exc}).") from None
 
 
