@@ -44,3 +44,9 @@ def test_retry_markers() -> None:
     assert issubclass(signalfactory.StoreError, signalfactory.Transient)
     assert signalfactory.ConfigError("x").exit_code == 2
     assert signalfactory.InputDataError("x").exit_code == 1
+
+
+def test_every_public_name_loads_lazily_and_unknown_names_fail() -> None:
+    assert set(signalfactory._LAZY) == set(signalfactory.__all__) - {"__version__"}
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = signalfactory.nope  # type: ignore[attr-defined]

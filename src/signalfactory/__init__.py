@@ -5,38 +5,86 @@ The public Python API. Everything else is importable from its plane's package bu
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from signalfactory.api import Pipeline, SignalFactory
-from signalfactory.core.errors import (
-    ConfigError,
-    InputDataError,
-    NotFoundError,
-    SignalFactoryError,
-    StoreError,
-    Terminal,
-    Transient,
-)
-from signalfactory.core.records import (
-    CertificationState,
-    CertificationStatus,
-    DatasetRecord,
-    Evidence,
-    GateResult,
-    LifecycleEvent,
-    LifecycleEventType,
-    QuarantineRecord,
-    RunRecord,
-    RunStatus,
-    Stage,
-    Transition,
-)
-from signalfactory.enforcement.catalog import EnforcementLevel
-from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
-from signalfactory.pipeline.queue import RunQueue, RunRequest
-from signalfactory.pipeline.runner import RunOutcome
-from signalfactory.pipeline.validate import ValidationSummary, validate_files
-from signalfactory.production.spec import PipelineSpec
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from signalfactory.api import Pipeline, SignalFactory
+    from signalfactory.core.errors import (
+        ConfigError,
+        InputDataError,
+        NotFoundError,
+        SignalFactoryError,
+        StoreError,
+        Terminal,
+        Transient,
+    )
+    from signalfactory.core.records import (
+        CertificationState,
+        CertificationStatus,
+        DatasetRecord,
+        Evidence,
+        GateResult,
+        LifecycleEvent,
+        LifecycleEventType,
+        QuarantineRecord,
+        RunRecord,
+        RunStatus,
+        Stage,
+        Transition,
+    )
+    from signalfactory.enforcement.catalog import EnforcementLevel
+    from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
+    from signalfactory.pipeline.queue import RunQueue, RunRequest
+    from signalfactory.pipeline.runner import RunOutcome
+    from signalfactory.pipeline.validate import ValidationSummary, validate_files
+    from signalfactory.production.spec import PipelineSpec
+
+# Imported on first use (PEP 562): `import signalfactory` stays cheap, and a process that
+# only validates files never loads the store, the lake or the CLI.
+_LAZY = {
+    "Pipeline": "signalfactory.api",
+    "SignalFactory": "signalfactory.api",
+    "CertificationState": "signalfactory.core.records",
+    "CertificationStatus": "signalfactory.core.records",
+    "DatasetRecord": "signalfactory.core.records",
+    "Evidence": "signalfactory.core.records",
+    "GateResult": "signalfactory.core.records",
+    "LifecycleEvent": "signalfactory.core.records",
+    "LifecycleEventType": "signalfactory.core.records",
+    "QuarantineRecord": "signalfactory.core.records",
+    "RunRecord": "signalfactory.core.records",
+    "RunStatus": "signalfactory.core.records",
+    "Stage": "signalfactory.core.records",
+    "Transition": "signalfactory.core.records",
+    "ConfigError": "signalfactory.core.errors",
+    "InputDataError": "signalfactory.core.errors",
+    "NotFoundError": "signalfactory.core.errors",
+    "SignalFactoryError": "signalfactory.core.errors",
+    "StoreError": "signalfactory.core.errors",
+    "Terminal": "signalfactory.core.errors",
+    "Transient": "signalfactory.core.errors",
+    "EnforcementLevel": "signalfactory.enforcement.catalog",
+    "DatasetSpec": "signalfactory.enforcement.policy",
+    "PolicyBundle": "signalfactory.enforcement.policy",
+    "RunQueue": "signalfactory.pipeline.queue",
+    "RunRequest": "signalfactory.pipeline.queue",
+    "RunOutcome": "signalfactory.pipeline.runner",
+    "ValidationSummary": "signalfactory.pipeline.validate",
+    "validate_files": "signalfactory.pipeline.validate",
+    "PipelineSpec": "signalfactory.production.spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'signalfactory' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 try:
     __version__ = version("signalfactory")
