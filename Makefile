@@ -5,7 +5,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,12 @@ typecheck: $(STAMP_DEV)
 	$(BIN)/mypy
 
 bench: $(STAMP_BENCH)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks --only gates
+	$(BIN)/python -m benchmarks --only runtime --quick
+
+bench-full: $(STAMP_BENCH)
+	$(BIN)/python -m benchmarks --only gates
+	$(BIN)/python -m benchmarks --only runtime --scale 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

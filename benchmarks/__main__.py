@@ -7,7 +7,7 @@ import sys
 
 from benchmarks.bench_gates import ALL_CONTENDERS, CONTENDERS, EXPERIMENTAL, run_suite
 
-SUITES = ("gates",)
+SUITES = ("gates", "runtime")
 QUICK_ROWS = 1_000_000
 
 
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run Great Expectations on a table of this many rows and scale its time "
         "linearly (default: the full table)",
     )
+    parser.add_argument(
+        "--scale", type=float, default=None, help="runtime suite: TPC-H scale factor (1, or 10)"
+    )
     args = parser.parse_args(argv)
     rows = args.rows or (QUICK_ROWS if args.quick else 10_000_000)
     repeats = 3 if args.quick and args.repeats < 3 else args.repeats
@@ -49,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     for suite in [args.only] if args.only else SUITES:
         if suite == "gates":
             status |= run_suite(rows, repeats, contenders, ge_rows=args.ge_rows)
+        elif suite == "runtime":
+            from benchmarks.bench_runtime import run_main
+
+            status |= run_main(scale=args.scale, repeats=args.repeats, quick=args.quick)
     return status
 
 

@@ -12,6 +12,8 @@ and splits the rows: valid rows on one side, invalid rows with a reasons column 
   computes the shared part once, on its default engine); no chunking, no global state.
 - ``polars-hand-eager``: the same with ``read_parquet`` and eager filters, as in a notebook.
 - ``pandera-polars``: pandera's polars backend, ``lazy=True``, split from its failure cases.
+- ``ours-seq-proto`` / ``ours-seq-proto-decay0`` (only with ``--contenders``): ours with
+  the src/ fixes that ``benchmarks.memprobe`` prototypes, patched into the child process.
 - ``great-expectations``: Great Expectations 1.x on pandas, ``result_format`` COMPLETE,
   split from ``unexpected_index_list``. Its ``expect_column_values_to_be_unique`` flags every
   occurrence of a duplicated key, so it is held to that count instead.
@@ -36,6 +38,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -185,15 +188,16 @@ def run_ours(path: Path, engine: str, chunk_size: int) -> RunResult:
     clock = Clock()
     policy = PolicyBundle.model_validate(ORDERS_POLICY)
     seen = {"valid": 0, "invalid": 0, "reasonless": 0, "chunks": 0}
+    lock = threading.Lock()  # the threads engine calls the sink from its workers
 
     def sink(index: int, valid: pl.DataFrame, invalid: pl.DataFrame) -> None:
         # Cheap: heights and the (cached) null count; the frames are otherwise dropped.
-        seen["chunks"] += 1
-        seen["valid"] += valid.height
-        seen["invalid"] += invalid.height
-        seen["reasonless"] += (
-            invalid[REASONS].null_count() if REASONS in invalid.columns else invalid.height
-        )
+        reasonless = invalid[REASONS].null_count() if REASONS in invalid.columns else invalid.height
+        with lock:
+            seen["chunks"] += 1
+            seen["valid"] += valid.height
+            seen["invalid"] += invalid.height
+            seen["reasonless"] += reasonless
 
     setup, _ = clock.lap()
     clock.restart()
@@ -770,7 +774,7 @@ def run_suite(
             run = run_child(name, file, chunk_size)
             m.runs[name].append(run)
             print(
-                f"  [{rep + 1}/{repeats}] {name:<19} {run['seconds']:8.2f} s "
+                f"  [{rep + 1}/{repeats}] {name:<21} {run['seconds']:8.2f} s "
                 f"(cpu {run['cpu_seconds']:6.2f} s)  peak {run['peak_rss_mb']:6.0f} MB  "
                 f"valid {run['valid']:,}  invalid {run['invalid']:,}",
                 flush=True,

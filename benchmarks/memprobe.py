@@ -6,12 +6,18 @@ chunk (growth between them means memory follows input size, not chunk size), pya
 bytes at the end, wall and CPU seconds. A variant changes one thing:
 
 - the input size (2M vs 10M rows), the chunk size (250k/500k/1M) or the engine;
-- ``POLARS_MAX_THREADS``, polars' jemalloc decay (``_RJEM_MALLOC_CONF``);
+- what runs: reading only, or everything but the unique check;
+- ``POLARS_MAX_THREADS``; polars' jemalloc (``_RJEM_MALLOC_CONF``: decay 0, one arena);
 - pyarrow's memory pool (``system``, or ``jemalloc`` with ``jemalloc_set_decay_ms(0)``);
 - the Parquet reader: ``pq.ParquetFile(..., pre_buffer=False)`` instead of the default
-  ``pre_buffer=True``, or ``pl.scan_parquet(...).collect_batches()`` instead of pyarrow.
+  ``pre_buffer=True``; ``pl.scan_parquet(...).collect_batches()``; or polars reading each
+  chunk itself (``pl.scan_parquet(path).slice(offset, n).collect()``);
+- the merge of seen keys in ``UniqueTracker`` (one ``np.insert`` instead of concatenate +
+  stable sort), and the sequential engine dropping a chunk before it reads the next.
 
-Nothing in ``src/`` is changed: reader variants monkeypatch the reader in this process only.
+Nothing in ``src/`` is changed: the prototypes monkeypatch this process only
+(``patch_reader``, ``patch_unique_merge``, ``patch_release_chunk``; ``bench_gates`` reuses
+them for its ``ours-seq-proto*`` contenders). ``--only "as is;chunk 250k"`` picks variants.
 """
 
 from __future__ import annotations
@@ -242,100 +248,70 @@ class Variant:
 
 _JEMALLOC_DECAY0 = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"}
 _JEMALLOC_ONE_ARENA = {"_RJEM_MALLOC_CONF": "narenas:1"}
-_JEMALLOC_ONE_ARENA_DECAY0 = {"_RJEM_MALLOC_CONF": "narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0"}
 
 
 def variants(rows: int, small: int) -> list[Variant]:
-    nopre = "pyarrow-nopre"
+    nopre, slice_ = "pyarrow-nopre", "polars-slice"
+    at_small = f", {small / 1e6:g}M rows"
     return [
+        # Input size and chunk size, as shipped.
         Variant("as is", rows),
-        Variant(f"as is, {small:,} rows", small),
-        Variant("reading only (no checks)", rows, reader_only=True),
-        Variant(f"reading only, {small:,} rows", small, reader_only=True),
-        Variant("without the unique check", rows, no_unique=True),
-        Variant("unique: np.insert merge", rows, unique_insert=True),
+        Variant("as is" + at_small, small),
         Variant("chunk 500k", rows, 500_000),
         Variant("chunk 250k", rows, 250_000),
+        # Decomposition.
+        Variant("reading only (no checks)", rows, reader_only=True),
+        Variant("reading only" + at_small, small, reader_only=True),
+        Variant("without the unique check", rows, no_unique=True),
+        # Engines and threads.
         Variant("threads engine", rows, engine="threads"),
-        Variant(f"threads engine, {small:,} rows", small, engine="threads"),
+        Variant("threads engine" + at_small, small, engine="threads"),
         Variant("POLARS_MAX_THREADS=1", rows, env={"POLARS_MAX_THREADS": "1"}),
+        Variant("sequential engine releases the chunk", rows, release_chunk=True),
+        # Allocators.
         Variant("polars jemalloc decay 0", rows, env=_JEMALLOC_DECAY0),
         Variant("polars jemalloc narenas:1", rows, env=_JEMALLOC_ONE_ARENA),
-        Variant("sequential engine releases the chunk", rows, release_chunk=True),
         Variant("arrow pool: system", rows, arrow_pool="system"),
         Variant("arrow pool: jemalloc, decay 0", rows, arrow_pool="jemalloc-decay0"),
+        # Readers.
+        Variant("reader: ParquetFile(pre_buffer=False)", rows, reader=nopre),
+        Variant("pre_buffer=False" + at_small, small, reader=nopre),
         Variant("reader: pl.scan_parquet.collect_batches", rows, reader="polars-batches"),
-        Variant("reader: pl.scan_parquet.slice per chunk", rows, reader="polars-slice"),
-        Variant("reading only, polars slice", rows, reader="polars-slice", reader_only=True),
-        Variant(
-            "polars slice + jemalloc decay 0", rows, reader="polars-slice", env=_JEMALLOC_DECAY0
-        ),
-        Variant("polars slice, threads", rows, engine="threads", reader="polars-slice"),
-        Variant(f"polars slice, {small:,} rows", small, reader="polars-slice"),
-        Variant("polars slice + np.insert", rows, reader="polars-slice", unique_insert=True),
-        Variant(
-            f"polars slice + np.insert, {small:,} rows",
-            small,
-            reader="polars-slice",
-            unique_insert=True,
-        ),
-        Variant(
-            "polars slice + np.insert + jemalloc decay 0",
-            rows,
-            reader="polars-slice",
-            unique_insert=True,
-            env=_JEMALLOC_DECAY0,
-        ),
-        Variant(
-            "polars slice + np.insert + narenas:1",
-            rows,
-            reader="polars-slice",
-            unique_insert=True,
-            env=_JEMALLOC_ONE_ARENA,
-        ),
-        Variant(
-            "polars slice + np.insert + release + narenas:1",
-            rows,
-            reader="polars-slice",
-            unique_insert=True,
-            release_chunk=True,
-            env=_JEMALLOC_ONE_ARENA,
-        ),
-        Variant(
-            "polars slice + np.insert + release + narenas:1, 2M",
-            small,
-            reader="polars-slice",
-            unique_insert=True,
-            release_chunk=True,
-            env=_JEMALLOC_ONE_ARENA,
-        ),
-        Variant(
-            "all four + jemalloc decay 0",
-            rows,
-            reader="polars-slice",
-            unique_insert=True,
-            release_chunk=True,
-            env=_JEMALLOC_ONE_ARENA_DECAY0,
-        ),
+        Variant("reader: pl.scan_parquet.slice per chunk", rows, reader=slice_),
+        Variant("reading only, polars slice", rows, reader=slice_, reader_only=True),
+        # The seen-key merge of global uniqueness.
+        Variant("unique: np.insert merge", rows, unique_insert=True),
+        # Combinations.
+        Variant("polars slice + np.insert", rows, reader=slice_, unique_insert=True),
+        Variant("polars slice + np.insert" + at_small, small, reader=slice_, unique_insert=True),
         Variant(
             "polars slice + np.insert, chunk 500k",
             rows,
             500_000,
-            reader="polars-slice",
+            reader=slice_,
             unique_insert=True,
         ),
-        Variant("reader: ParquetFile(pre_buffer=False)", rows, reader=nopre),
-        Variant(f"pre_buffer=False, {small:,} rows", small, reader=nopre),
-        Variant("pre_buffer=False + arrow system pool", rows, reader=nopre, arrow_pool="system"),
         Variant(
-            "pre_buffer=False + system pool + jemalloc decay 0",
+            "polars slice + np.insert, threads",
             rows,
-            reader=nopre,
-            arrow_pool="system",
+            engine="threads",
+            reader=slice_,
+            unique_insert=True,
+        ),
+        Variant(
+            "polars slice + np.insert + decay 0",
+            rows,
+            reader=slice_,
+            unique_insert=True,
             env=_JEMALLOC_DECAY0,
         ),
-        Variant("pre_buffer=False, chunk 250k", rows, 250_000, reader=nopre),
-        Variant("pre_buffer=False, threads", rows, engine="threads", reader=nopre),
+        Variant(
+            "polars slice + np.insert + decay 0" + at_small,
+            small,
+            reader=slice_,
+            unique_insert=True,
+            env=_JEMALLOC_DECAY0,
+        ),
     ]
 
 
