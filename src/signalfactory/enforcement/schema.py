@@ -147,6 +147,8 @@ def promote_text_breaks(tally: GateTally, mode: str) -> None:
             sig = f"SCHEMA_BREAK:{name}:{expected}→STRING"
             target = tally.warn_signatures if mode == "breaking" else tally.batch_signatures
             target[sig] += 1
+            # Its rows failed for that one reason: the break names it, not one row at a time.
+            tally.row_signatures.pop(f"TYPE_MISMATCH:{name}:{expected}", None)
 
 
 def compare_output(
