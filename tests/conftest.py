@@ -85,3 +85,28 @@ def project(tmp_path: os.PathLike[str]) -> Iterator[object]:
 
 
 # --- END pipeline projects (runner tests) ---------------------------------------------------
+
+
+# --- BEGIN session isolation ------------------------------------------------------------------
+# pytest's shared numbered temp folders are pruned by whichever session starts next, so two
+# sessions on one machine could delete each other's files. Each session gets its own folder.
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.option.basetemp:
+        import tempfile
+
+        config.option.basetemp = tempfile.mkdtemp(prefix="signalfactory-tests-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own:
+        import shutil
+
+        shutil.rmtree(own, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
+# --- END session isolation --------------------------------------------------------------------

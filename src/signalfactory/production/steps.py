@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from collections.abc import Callable, Sequence
@@ -25,7 +26,9 @@ def _load_python(ref: str, base_dir: Path) -> StepFn:
             f"python step {ref!r}: module file {file} does not exist. Put {module_name}.py "
             "beside the pipeline file."
         )
-    unique = f"signalfactory_steps_{abs(hash(str(file)))}_{module_name.replace('.', '_')}"
+    # Keyed by path and content: an edited module is loaded afresh, never served stale.
+    digest = hashlib.sha256(str(file.resolve()).encode() + file.read_bytes()).hexdigest()[:16]
+    unique = f"signalfactory_steps_{digest}_{module_name.replace('.', '_')}"
     module = sys.modules.get(unique)
     if module is None:
         spec = importlib.util.spec_from_file_location(unique, file)
