@@ -14,6 +14,7 @@ ordered duplicate check in the driver, then ``finish`` (silver gates, PII, gold)
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from signalfactory.production.spec import StepSpec
 from signalfactory.production.steps import apply_steps, compile_steps
 
 STAGE_COLUMN = "_sf_stage"
+_BUILD_LOCK = threading.Lock()
 DUP_PREFIX = "_sf_dup_"
 
 
@@ -178,6 +180,12 @@ class ChunkProcessor:
         return state
 
     def _build(self) -> dict[str, Any]:
+        if self._built is not None:
+            return self._built
+        with _BUILD_LOCK:  # worker threads of one engine share this processor
+            return self._build_once()
+
+    def _build_once(self) -> dict[str, Any]:
         if self._built is None:
             self._built = {
                 "silver_steps": with_fitted(

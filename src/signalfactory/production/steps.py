@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from signalfactory.production.detect import check_outputs, compile_detect
 from signalfactory.production.spec import StepSpec
 
 StepFn = Callable[[pl.DataFrame], pl.DataFrame]
+_IMPORT_LOCK = threading.Lock()
 
 
 def _load_python(ref: str, base_dir: Path) -> StepFn:
@@ -29,14 +31,23 @@ def _load_python(ref: str, base_dir: Path) -> StepFn:
     # Keyed by path and content: an edited module is loaded afresh, never served stale.
     digest = hashlib.sha256(str(file.resolve()).encode() + file.read_bytes()).hexdigest()[:16]
     unique = f"signalfactory_steps_{digest}_{module_name.replace('.', '_')}"
-    module = sys.modules.get(unique)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(unique, file)
-        if spec is None or spec.loader is None:
-            raise ConfigError(f"python step {ref!r}: cannot import {file}.")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[unique] = module
-        spec.loader.exec_module(module)
+    # Engine threads compile their steps at the same time: one import at a time, or a thread
+    # could see the module half executed (registered, its functions not yet defined).
+    with _IMPORT_LOCK:
+        module = sys.modules.get(unique)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(unique, file)
+            if spec is None or spec.loader is None:
+                raise ConfigError(f"python step {ref!r}: cannot import {file}.")
+            module = importlib.util.module_from_spec(spec)
+            try:
+                spec.loader.exec_module(module)
+            except Exception as exc:
+                raise ConfigError(
+                    f"python step {ref!r}: importing {file} failed: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from None
+            sys.modules[unique] = module
     fn = getattr(module, func_name, None)
     if not callable(fn):
         raise ConfigError(
