@@ -10,7 +10,7 @@ import polars as pl
 from signalfactory.production.spec import StepSpec
 from signalfactory.production.steps import apply_steps, compile_steps
 
-SLOW_IMPORT = '''
+SLOW_IMPORT = """
 import time
 
 time.sleep(0.3)  # a slow import: other threads arrive while it runs
@@ -18,7 +18,7 @@ time.sleep(0.3)  # a slow import: other threads arrive while it runs
 
 def enrich(batch):
     return batch.with_columns(flag=True)
-'''
+"""
 
 
 def test_threads_compiling_the_same_step_all_get_the_function(tmp_path: Path) -> None:
