@@ -13,7 +13,7 @@ from signalfactory.core.records import (
     DatasetRecord,
     Transition,
 )
-from signalfactory.core.yamlfile import format_validation_error, load_model, read_yaml
+from signalfactory.core.yamlfile import load_model
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
 from signalfactory.pipeline.paths import DatasetPaths
 
@@ -88,6 +88,3 @@ def register_files(
         lake_root,
         source_files={"dataset": str(dataset_yaml), "policy": str(policy_yaml)},
     )
-
-
-__all__ = ["format_validation_error", "load_policy", "read_yaml", "register", "register_files"]

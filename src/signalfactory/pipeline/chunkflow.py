@@ -64,7 +64,6 @@ class ChunkOutcome:
     retries: int = 0
     tallies: list[GateTally] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
-    gold_schema: dict[str, pl.DataType] | None = None
 
     _COUNTS = (
         "rows_read",
@@ -396,7 +395,6 @@ class ChunkProcessor:
         gold = gold.drop([c for c in gold.columns if c.startswith(SYSTEM_PREFIX)])
         self.staging.gold.write(out.index, gold)
         out.rows_gold = gold.height
-        out.gold_schema = dict(gold.schema)
         out.seconds["gold"] = time.perf_counter() - clock
         return out
 

@@ -108,22 +108,22 @@ def _open_partition(
     return dataset.schema, batches
 
 
-def _write_csv(target: Path, schema: pa.Schema, batches: Batches) -> int:
+def _write_batches(writer: Any, batches: Batches) -> int:
+    """Stream every batch into an Arrow writer (CSV, Parquet, IPC); the row count."""
     rows = 0
-    with pacsv.CSVWriter(str(target), schema) as writer:
+    with writer:
         for batch in batches():
             writer.write_batch(batch)
             rows += batch.num_rows
     return rows
+
+
+def _write_csv(target: Path, schema: pa.Schema, batches: Batches) -> int:
+    return _write_batches(pacsv.CSVWriter(str(target), schema), batches)
 
 
 def _write_parquet(target: Path, schema: pa.Schema, batches: Batches) -> int:
-    rows = 0
-    with pq.ParquetWriter(str(target), schema) as writer:
-        for batch in batches():
-            writer.write_batch(batch)
-            rows += batch.num_rows
-    return rows
+    return _write_batches(pq.ParquetWriter(str(target), schema), batches)
 
 
 def _write_ndjson(target: Path, schema: pa.Schema, batches: Batches) -> int:
@@ -138,14 +138,11 @@ def _write_ndjson(target: Path, schema: pa.Schema, batches: Batches) -> int:
 
 
 def _write_feather(target: Path, schema: pa.Schema, batches: Batches) -> int:
-    rows = 0
     codec = "lz4" if pa.Codec.is_available("lz4") else None
     options = pa.ipc.IpcWriteOptions(compression=codec)
-    with pa.ipc.RecordBatchFileWriter(str(target), schema, options=options) as writer:
-        for batch in batches():
-            writer.write_batch(batch)
-            rows += batch.num_rows
-    return rows
+    return _write_batches(
+        pa.ipc.RecordBatchFileWriter(str(target), schema, options=options), batches
+    )
 
 
 def _write_pickle(target: Path, schema: pa.Schema, batches: Batches) -> int:
