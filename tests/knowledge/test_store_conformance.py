@@ -38,7 +38,7 @@ from signalfactory.knowledge import models as m
 IST = timezone(timedelta(hours=5, minutes=30))
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 URN = "urn:sf:dataset:payments.transactions"
-HEAD = "0002"
+HEAD = "0007"
 TABLES = {
     "datasets",
     "runs",
@@ -51,7 +51,7 @@ TABLES = {
     "run_progress",
     "dead_letters",
     "run_leases",
-}
+} | m.OBSERVABILITY_TABLES
 
 
 # helpers

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.pool import NullPool
+from tests.knowledge.test_store_conformance import HEAD
 
 from signalfactory.core.errors import ConfigError, NotFoundError, Terminal
 from signalfactory.core.protocols import MetadataStore
@@ -399,7 +400,7 @@ def test_migrating_a_0001_database_to_head_keeps_its_rows(store_url: str) -> Non
 
     with open_store(store_url) as store:
         tables, version = state()
-        assert version == ["0002"]
+        assert version == [HEAD]
         assert tables >= RUNTIME_TABLES
         assert store.get_run("run_1") == run
         assert store.list_evidence() == [evidence]

@@ -439,6 +439,14 @@ from signalfactory.consumption.cli_dlq import dlq_app  # noqa: E402
 
 app.add_typer(dlq_app, name="dlq")
 
+from signalfactory.consumption.cli_incidents import register_incidents  # noqa: E402
+from signalfactory.consumption.cli_lineage import lineage_app  # noqa: E402
+from signalfactory.consumption.cli_signals import register_signals  # noqa: E402
+
+app.add_typer(lineage_app, name="lineage")
+register_incidents(app)  # incidents, deploy record
+register_signals(app)  # signals evaluate, watch, profile, explain
+
 
 def main() -> None:
     app()

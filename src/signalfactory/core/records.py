@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+#: The clock every record reads. ``use_clock`` swaps it (demo histories, backfills, tests);
+#: a ContextVar so concurrent callers never see each other's simulated time.
+_CLOCK: ContextVar[Callable[[], datetime] | None] = ContextVar("signalfactory_clock", default=None)
+
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, in UTC, from the clock in effect (the wall clock unless ``use_clock`` set one)."""
+    clock = _CLOCK.get()
+    return datetime.now(UTC) if clock is None else clock()
+
+
+@contextmanager
+def use_clock(start: datetime) -> Iterator[None]:
+    """Within the block ``utcnow()`` starts at ``start`` and advances with the wall clock.
+
+    Used to replay a history of daily runs (the demo, backfill tests) with realistic event
+    times; nothing else about a run changes.
+    """
+    if start.tzinfo is None:
+        raise ValueError("use_clock needs a timezone-aware start time")
+    offset = start - datetime.now(UTC)
+    token = _CLOCK.set(lambda: datetime.now(UTC) + offset)
+    try:
+        yield
+    finally:
+        _CLOCK.reset(token)
 
 
 def new_id(prefix: str) -> str:

@@ -349,3 +349,23 @@ def from_row(cls: type[R], row: Mapping[Any, Any]) -> R:
             value = bool(value)
         values[f.name] = value
     return cls(**values)
+
+
+# The observability tables live in their own modules on the same ``metadata`` (imported last so
+# ``metadata`` exists when they load).
+from signalfactory.knowledge import (  # noqa: E402
+    models_baselines,
+    models_bus,
+    models_incidents,
+    models_lineage,
+    models_signals,
+)
+
+#: Every table name the metadata defines, observability modules included.
+OBSERVABILITY_TABLES: frozenset[str] = (
+    models_bus.TABLE_NAMES
+    | models_signals.TABLE_NAMES
+    | models_incidents.TABLE_NAMES
+    | models_lineage.TABLE_NAMES
+    | models_baselines.TABLE_NAMES
+)

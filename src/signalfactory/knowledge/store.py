@@ -35,7 +35,12 @@ from signalfactory.core.records import (
     Transition,
 )
 from signalfactory.knowledge import models as m
+from signalfactory.knowledge.store_baselines import BaselinesStoreMixin
+from signalfactory.knowledge.store_bus import BusStoreMixin
+from signalfactory.knowledge.store_incidents import IncidentsStoreMixin
+from signalfactory.knowledge.store_lineage import LineageStoreMixin
 from signalfactory.knowledge.store_runtime import RuntimeStoreMixin
+from signalfactory.knowledge.store_signals import SignalsStoreMixin
 
 __all__ = ["MIGRATIONS_DIR", "SqlStore", "normalize_url", "open_store"]
 
@@ -78,7 +83,14 @@ def open_store(url: str) -> SqlStore:
     return store
 
 
-class SqlStore(RuntimeStoreMixin):
+class SqlStore(
+    RuntimeStoreMixin,
+    BusStoreMixin,
+    SignalsStoreMixin,
+    IncidentsStoreMixin,
+    LineageStoreMixin,
+    BaselinesStoreMixin,
+):
     """The ``MetadataStore`` protocol over any SQLAlchemy URL (tested: SQLite, PostgreSQL).
 
     ``url`` is the normalised URL including any password (so another process can open the

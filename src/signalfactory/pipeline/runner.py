@@ -246,6 +246,8 @@ class PipelineRunner:
             failure_reason=message,
             retry_count=0,
             stack_trace=type(exc).__name__,
+            partition=dict(run.partition),
+            pipeline=run.pipeline,
         )
         return failed
 
@@ -367,6 +369,7 @@ class PipelineRunner:
             scheduled_time=None,
             code_ref=spec.code_ref,
             partition=partition,
+            pipeline=run.pipeline,
             pipeline_file=spec.source_file,
             resumed=resumable is not None,
         )
@@ -717,6 +720,7 @@ class PipelineRunner:
                 table_path=commit.path,
                 commit_version=commit.version,
                 rows_written=commit.rows,
+                bytes_written=commit.bytes_written,
                 files_added=commit.files_added,
                 partition_key=",".join(f"{k}={v}" for k, v in ctx.partition.items()),
             )
@@ -765,6 +769,8 @@ class PipelineRunner:
             duration=((finished.finished_at or started) - finished.started_at).total_seconds(),
             rows_read=counts["rows_read"],
             rows_written=published.rows_certified,
+            partition=dict(ctx.partition),
+            pipeline=run.pipeline,
             resource_summary={
                 "engine": ctx.spec.engine,
                 "chunks": counts["chunks"],

@@ -75,6 +75,8 @@ class CommitResult:
     version: int
     rows: int
     files_added: int
+    #: Bytes of the data files this commit added (0 when unknown, e.g. a replayed commit).
+    bytes_written: int = 0
 
 
 class StagedLayer:
@@ -94,6 +96,9 @@ class StagedLayer:
         if not self.folder.is_dir():
             return []
         return sorted(str(p) for p in self.folder.glob("*.parquet"))
+
+    def size_bytes(self) -> int:
+        return sum(Path(f).stat().st_size for f in self.files())
 
     def count(self) -> int:
         files = self.files()
@@ -176,6 +181,7 @@ def commit_layer(
         version=version,
         rows=int(added.get("num_added_rows", staged.count())),
         files_added=int(added.get("num_added_files", 0) or 0),
+        bytes_written=staged.size_bytes(),
     )
 
 
