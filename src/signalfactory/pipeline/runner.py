@@ -372,6 +372,8 @@ class PipelineRunner:
             pipeline=run.pipeline,
             pipeline_file=spec.source_file,
             resumed=resumable is not None,
+            # Lineage: upstream datasets declared by the pipeline, then the files read.
+            inputs=[*spec.upstream, *(f"file://{Path(f).resolve()}" for f in files)],
         )
         ctx = RunContext(
             run,

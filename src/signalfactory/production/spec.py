@@ -203,6 +203,9 @@ class PipelineSpec(BaseModel):
     idempotency_salt: str = ""
     producer_urn: str | None = None
     code_ref: str | None = None
+    #: Upstream datasets this pipeline depends on besides its source files, as lineage node ids
+    #: (``dataset:NAMESPACE:NAME``, Marquez's form) or dataset URNs (``ds://...``).
+    upstream: tuple[str, ...] = ()
     steps: StepsSpec = StepsSpec()
     exports: tuple[ExportSpec, ...] = ()
     #: Directory that relative paths and python steps resolve against (set by ``load``).
