@@ -41,6 +41,9 @@ class VolumeSLO(BaseModel):
     model_config = _STRICT
     min_rows_per_partition: int | None = Field(default=None, ge=0)
     anomaly_threshold_pct: float = Field(default=40, gt=0, le=100)
+    #: ``day_of_week``: compare with the same weekday over the last ``seasonality_weeks``.
+    seasonality: Literal["day_of_week"] | None = None
+    seasonality_weeks: int = Field(default=4, ge=2, le=52)
 
 
 class SLOSpec(BaseModel):

@@ -16,6 +16,7 @@ from signalfactory.core.records import (
 from signalfactory.core.yamlfile import load_model
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
 from signalfactory.pipeline.paths import DatasetPaths
+from signalfactory.processing.signals.policy import freshness_policy, volume_policy
 
 
 def load_policy(path: Path) -> PolicyBundle:
@@ -45,6 +46,9 @@ def register(
         policy=policy.model_dump(mode="json", by_alias=True),
         source_files=source_files or {},
     )
+    # A bad SLO (e.g. expected_update_by) fails now, not at the first signal evaluation.
+    freshness_policy(record.spec)
+    volume_policy(record.spec)
     store.put_dataset(record)
     store.append_transition(
         Transition(
