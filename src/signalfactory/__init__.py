@@ -20,6 +20,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         Terminal,
         Transient,
     )
+    from signalfactory.core.observability import (
+        CloudEvent,
+        Incident,
+        IncidentStatus,
+        Severity,
+        Signal,
+        SignalKind,
+        SignalState,
+    )
     from signalfactory.core.records import (
         CertificationState,
         CertificationStatus,
@@ -40,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from signalfactory.pipeline.runner import RunOutcome
     from signalfactory.pipeline.validate import ValidationSummary, validate_files
     from signalfactory.production.spec import PipelineSpec
+    from signalfactory.sdk import Observation, ObservationResult, WriteResult, WriteStatus, observe
 
 # Imported on first use (PEP 562): `import signalfactory` stays cheap, and a process that
 # only validates files never loads the store, the lake or the CLI.
@@ -74,6 +84,18 @@ _LAZY = {
     "ValidationSummary": "signalfactory.pipeline.validate",
     "validate_files": "signalfactory.pipeline.validate",
     "PipelineSpec": "signalfactory.production.spec",
+    "CloudEvent": "signalfactory.core.observability",
+    "Incident": "signalfactory.core.observability",
+    "IncidentStatus": "signalfactory.core.observability",
+    "Severity": "signalfactory.core.observability",
+    "Signal": "signalfactory.core.observability",
+    "SignalKind": "signalfactory.core.observability",
+    "SignalState": "signalfactory.core.observability",
+    "observe": "signalfactory.sdk",
+    "Observation": "signalfactory.sdk",
+    "ObservationResult": "signalfactory.sdk",
+    "WriteResult": "signalfactory.sdk",
+    "WriteStatus": "signalfactory.sdk",
 }
 
 
@@ -94,16 +116,21 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "CertificationState",
     "CertificationStatus",
+    "CloudEvent",
     "ConfigError",
     "DatasetRecord",
     "DatasetSpec",
     "EnforcementLevel",
     "Evidence",
     "GateResult",
+    "Incident",
+    "IncidentStatus",
     "InputDataError",
     "LifecycleEvent",
     "LifecycleEventType",
     "NotFoundError",
+    "Observation",
+    "ObservationResult",
     "Pipeline",
     "PipelineSpec",
     "PolicyBundle",
@@ -113,14 +140,21 @@ __all__ = [
     "RunRecord",
     "RunRequest",
     "RunStatus",
+    "Severity",
+    "Signal",
     "SignalFactory",
     "SignalFactoryError",
+    "SignalKind",
+    "SignalState",
     "Stage",
     "StoreError",
     "Terminal",
     "Transient",
     "Transition",
     "ValidationSummary",
+    "WriteResult",
+    "WriteStatus",
     "__version__",
+    "observe",
     "validate_files",
 ]

@@ -19,6 +19,8 @@ from signalfactory.core.records import (
     RunStatus,
 )
 from signalfactory.pipeline.runner import PipelineRunner
+from signalfactory.processing.bus.spool import SpoolingPublisher
+from signalfactory.processing.bus.store_bus import StoreBus
 from signalfactory.sdk import MemorySpool, WriteStatus, observe
 from signalfactory.settings import Settings
 
@@ -70,6 +72,25 @@ def test_a_producer_error_in_a_degraded_run_still_propagates_and_is_spooled(
     kinds = [str(e.event_type) for e in obs.unsent_events]
     assert kinds == ["JobRunStarted", "JobRunFailed"]
     assert obs.unsent_events[1].payload["failure_reason"] == "KeyError: 'missing'"
+
+
+def test_a_degraded_run_is_spooled_to_disk_and_delivered_later(tmp_path: Path) -> None:
+    """Without a spool argument, the events of a degraded run go to the bus spool under
+    home/spool; once a store is reachable, flushing delivers each exactly once."""
+    settings = Settings(home=tmp_path / "home", database_url=CLOSED_POSTGRES)
+    with observe(URN, "job_2", partition={"dt": DAY1}, settings=settings) as obs:
+        obs.write(orders(10, seed=2), layer="gold")
+    sent = [e.event_id for e in obs.unsent_events]
+    assert len(sent) == 2
+    assert list(settings.spool_dir.iterdir()), "nothing was spooled to disk"
+    with SignalFactory(home=tmp_path / "later") as sf:
+        bus = StoreBus(sf.store)
+        publisher = SpoolingPublisher(bus, settings.spool_dir)
+        assert publisher.flush() == 2
+        assert publisher.flush() == 0
+        got = bus.consume("rca", "c1", max_count=10)
+        assert [d.event.id for d in got] == sent
+        assert got[0].event.type == "io.signalfactory.lifecycle.JobRunStarted"
 
 
 class _BusDown:

@@ -6,18 +6,21 @@ never a message that could quote data), the run stops certifying anything, and t
 events the SDK can still vouch for (JobRunStarted / JobRunCompleted / JobRunFailed) go to a
 spool instead of the store.
 
-``EventSpool`` is the seam for a durable spool (``Settings.spool_dir``): pass one to
-``observe(spool=...)``; without one, events are kept in memory on the observation
-(``Observation.unsent_events``) so a caller or a test can see what would have been sent.
+``EventSpool`` is the seam: by default events go to the bus spool under ``Settings.spool_dir``
+(:class:`DiskSpool`) and stay visible on the observation (``Observation.unsent_events``); pass
+``observe(spool=...)`` to send them elsewhere.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import structlog
 
+from signalfactory.core.observability import CloudEvent
 from signalfactory.core.records import LifecycleEvent
+from signalfactory.processing.bus.base import BusUnavailable, Delivery
 
 log = structlog.get_logger("signalfactory.sdk")
 
@@ -36,6 +39,42 @@ class MemorySpool:
 
     def append(self, event: LifecycleEvent) -> None:
         self.events.append(event)
+
+
+class DiskSpool:
+    """Events kept in memory *and* in the bus spool under ``spool_dir`` (``home/spool``), so
+    the next process that publishes to the bus (any run, ``BusPublisher.flush``) delivers them;
+    ids are kept, so a re-sent event is de-duplicated by consumers."""
+
+    def __init__(self, memory: MemorySpool, spool_dir: Path) -> None:
+        from signalfactory.processing.bus.spool import SpoolingPublisher
+
+        self.memory = memory
+        self.publisher = SpoolingPublisher(_Unreachable(), spool_dir)
+
+    def append(self, event: LifecycleEvent) -> None:
+        self.memory.append(event)
+        self.publisher.spool(CloudEvent.of_lifecycle(event))
+
+
+class _Unreachable:
+    """The bus of a degraded observation: every publish fails, so events stay spooled."""
+
+    name = "unreachable"
+
+    def publish(self, event: CloudEvent) -> None:
+        raise BusUnavailable("the store or bus of this observation is unreachable")
+
+    def consume(
+        self, group: str, consumer: str, *, max_count: int = 100, block_ms: int = 0
+    ) -> list[Delivery]:
+        return []
+
+    def ack(self, group: str, delivery: Delivery) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 class Degradation:

@@ -35,7 +35,7 @@ from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
 from signalfactory.pipeline.paths import DatasetPaths
 from signalfactory.sdk import payloads
 from signalfactory.sdk.certify import ACTOR, finalize_write
-from signalfactory.sdk.degraded import Degradation, EventSpool, MemorySpool
+from signalfactory.sdk.degraded import Degradation, DiskSpool, EventSpool, MemorySpool
 from signalfactory.sdk.frames import supported, to_polars
 from signalfactory.sdk.results import ObservationResult, WriteResult, WriteStatus
 from signalfactory.sdk.stages import LAYERS, Target, commit, evaluate
@@ -82,6 +82,8 @@ class Observation:
             self.settings = base.model_copy(update={"home": Path(home)}) if home else base
         except Exception as exc:  # malformed SIGNALFACTORY_* environment: degrade, not raise
             self._degrade("settings", exc)
+        if spool is None and self.settings is not None:
+            self.degradation.spool = DiskSpool(self._memory, self.settings.spool_dir)
         self._sf: SignalFactory | None = None
         self._target: Target | None = None
         self._state = "new"  # new → started → finished

@@ -95,6 +95,12 @@ class SpoolingPublisher:
             self._last_flush = time.monotonic()  # back off before the next try
             self._spool(event)
 
+    def spool(self, event: CloudEvent) -> None:
+        """Write ``event`` to the spool without trying the bus (for callers that already know
+        the store or bus is unreachable); a later :meth:`flush` delivers it. Never raises."""
+        with self._state:
+            self._spool(event)
+
     def _spool(self, event: CloudEvent) -> None:
         try:
             self._append(event.to_json())
