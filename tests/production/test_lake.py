@@ -21,7 +21,7 @@ from deltalake import DeltaTable
 from factories import DAY1, DAY2, URN, Project, certified_path, orders, set_rows
 from signalfactory.production import lake
 from signalfactory.production.lake import StagedLayer, commit_layer
-from signalfactory.production.maintenance import disk_files
+from signalfactory.production.maintenance import disk_files, maintain_table
 
 
 def frame(start: int, n: int, dt: str = DAY1) -> pl.DataFrame:
@@ -194,3 +194,18 @@ def test_a_run_links_gold_into_the_certified_table(project: Project) -> None:
     assert history["signalfactory.run_id"] == run.run_id
     assert json.loads(history["signalfactory.partition"]) == {"dt": DAY1}
     assert sf.certified(URN).certified_version == 0
+
+
+def test_maintenance_removes_files_a_commit_never_took(tmp_path: Path) -> None:
+    staged = stage(tmp_path / "s", frame(0, 5), frame(5, 5))
+    path = str(tmp_path / "t")
+    commit_layer(path, staged, {"dt": DAY1}, {}, app_id="a")
+    # a run that linked its files and then died for good before committing them
+    orphan = Path(path) / f"dt={DAY1}" / "sf-dead-run-part-0000000.parquet"
+    os.link(staged.files()[0], orphan)
+
+    done = maintain_table(path, retention_hours=0, enforce_retention=False)
+
+    assert not orphan.exists()
+    assert f"dt={DAY1}/{orphan.name}" in done.vacuumed
+    assert pl.read_delta(path).height == 10
