@@ -534,8 +534,9 @@ def run_suite(
     notes += [
         f"SF{scale:g} lineitem from tpchgen-cli; chunk {CHUNK_SIZE:,}; PII scan off; no "
         "pipeline steps. Ours = SignalFactory.run in a fresh home: it stages bronze, silver and "
-        "gold Parquet per chunk, then commits Delta tables bronze, silver, gold, certified and "
-        "the quarantine (5 commits); hand = one scan, 7 flags, valid + invalid(reasons) written "
+        "gold Parquet per chunk, then commits those files as they are (hard links + one Delta "
+        "transaction each) to bronze, silver, gold, certified (gold's files) and the "
+        "quarantine (5 commits); hand = one scan, 7 flags, valid + invalid(reasons) written "
         "to two Delta tables.",
         "Times: the run only (imports, registration and a 10,000-row warm-up partition on the "
         "same instance, which starts the process pool / Dask / Ray, excluded). Input MB/s = "

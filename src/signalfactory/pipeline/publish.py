@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -24,7 +25,13 @@ from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
 from signalfactory.pipeline.chunkflow import STAGE_COLUMN, Staging
 from signalfactory.pipeline.paths import DatasetPaths
 from signalfactory.production.formats import ROW_COLUMN
-from signalfactory.production.lake import CommitResult, StagedLayer, clear_partition, commit_layer
+from signalfactory.production.lake import (
+    CommitResult,
+    StagedLayer,
+    clear_partition,
+    commit_layer,
+    replace_parquet,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +98,7 @@ def rewrite_reasons(staged: StagedLayer, renames: Mapping[str, str]) -> None:
         reasons = pl.col(REASONS)
         for old, new in renames.items():
             reasons = reasons.str.replace_all(old, new, literal=True)
-        frame.with_columns(reasons).write_parquet(file)
+        replace_parquet(frame.with_columns(reasons), Path(file))
 
 
 def _first_failing_stage(decisions: Sequence[Decision]) -> Stage:

@@ -2,12 +2,18 @@
 
 Chunk outputs are staged as Parquet files under the run's staging folder; a layer is then
 committed in one Delta commit that replaces the run's partition (so re-running a partition
-never duplicates rows) and carries the run id in the commit metadata.
+never duplicates rows) and carries the run id in the commit metadata. The commit adds the
+staged files themselves (hard-linked into the table folder), so rows are written once per
+layer and the certified table shares gold's files.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +22,14 @@ from urllib.parse import urlparse
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+import pyarrow.parquet as pq
+import structlog
+from deltalake import CommitProperties, DeltaTable, Field, Schema, Transaction, write_deltalake
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from signalfactory.core.errors import ConfigError
+
+log = structlog.get_logger("signalfactory.lake")
 
 SUPPORTED_LATER = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
 
@@ -69,6 +80,19 @@ def partition_predicate(partition: Mapping[str, str]) -> str | None:
     return " AND ".join(f"{k} = '{v}'" for k, v in partition.items())
 
 
+def replace_parquet(df: pl.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` as a new file, never in place.
+
+    Committed layers hard-link the staged files into the tables, so a staged file that is
+    written again (a retried chunk, reasons rewritten for a replay) must get a new inode: the
+    table keeps the bytes it committed. The footer keeps statistics: the commit reads row and
+    null counts from it. Snappy, as ``write_deltalake`` writes: faster to write than zstd.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    df.write_parquet(tmp, compression="snappy", statistics=True)
+    os.replace(tmp, path)
+
+
 @dataclass(frozen=True, slots=True)
 class CommitResult:
     path: str
@@ -90,7 +114,7 @@ class StagedLayer:
         if df.height == 0:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        df.write_parquet(self.folder / f"part-{index:07d}{suffix}.parquet", statistics=False)
+        replace_parquet(df, self.folder / f"part-{index:07d}{suffix}.parquet")
 
     def files(self) -> list[str]:
         if not self.folder.is_dir():
@@ -131,44 +155,261 @@ def _committed(path: str, app_id: str) -> CommitResult | None:
                 version=int(entry["version"]),
                 rows=int(metrics.get("num_added_rows", 0) or 0),
                 files_added=int(metrics.get("num_added_files", 0) or 0),
+                bytes_written=int(metrics.get("num_added_bytes", 0) or 0),
             )
     return None
 
 
-def commit_layer(
+# -- committing staged files as they are --------------------------------------------------------
+#
+# A layer's rows are already in Parquet files staged by the chunk workers. Committing them is
+# pure metadata: each staged file is hard-linked (copied where a link is impossible) into the
+# table folder under a name unique to the commit, and one Delta transaction adds those files
+# and removes the partition's current ones. Nothing is decoded or encoded again, so the
+# certified table costs a few links after gold. Staged files keep their partition columns;
+# Delta readers take a partition's value from the log either way.
+#
+# Files are only committed as they are when every column already has a type Delta stores
+# without conversion and the schema agrees with the table's (or may be merged into it);
+# otherwise the layer is rewritten through ``write_deltalake`` as before.
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _native(t: pa.DataType) -> bool:
+    """Whether Delta stores values of ``t`` exactly as a Parquet file holds them."""
+    if pa.types.is_timestamp(t):
+        return t.unit == "us" and t.tz in (None, "UTC")
+    return bool(
+        pa.types.is_boolean(t)
+        or pa.types.is_signed_integer(t)
+        or pa.types.is_float32(t)
+        or pa.types.is_float64(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_string_view(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_date32(t)
+        or pa.types.is_decimal128(t)
+    )
+
+
+def _partition_type(t: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_string_view(t)
+        or pa.types.is_date32(t)
+        or pa.types.is_signed_integer(t)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _File:
+    source: Path
+    meta: pq.FileMetaData
+    schema: pa.Schema
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    files: list[_File]
+    schema: Schema
+    table: DeltaTable | None
+    folder: str  # the partition's folder relative to the table root ("" for the root)
+
+
+def _field_types(schema: Schema) -> dict[str, str]:
+    return {f.name: repr(f.type) for f in schema.fields}
+
+
+def _plan(
+    path: str, files: list[str], partition: Mapping[str, str], merge_schema: bool
+) -> _Plan | None:
+    """How to commit ``files`` without rewriting them, or None when they must be rewritten."""
+    if not all(_SAFE_NAME.fullmatch(part) for kv in partition.items() for part in kv):
+        return None
+    staged: list[_File] = []
+    fields: dict[str, Field] = {}
+    types: dict[str, str] = {}
+    converted: dict[pa.Schema, Schema] = {}
+    for name in files:
+        meta = pq.read_metadata(name)
+        arrow = meta.schema.to_arrow_schema()
+        if not all(_native(f.type) for f in arrow):
+            return None
+        delta = converted.get(arrow)
+        if delta is None:
+            delta = converted[arrow] = Schema.from_arrow(arrow)
+        for field in delta.fields:
+            known = types.setdefault(field.name, repr(field.type))
+            if known != repr(field.type):
+                return None
+            if field.name not in fields:  # nullable, as every column written so far
+                fields[field.name] = Field(field.name, field.type, nullable=True)
+        staged.append(_File(Path(name), meta, arrow))
+    for key in partition:
+        column = next((f.schema.field(key) for f in staged if key in f.schema.names), None)
+        if column is None or not _partition_type(column.type):
+            return None
+    schema = Schema(list(fields.values()))
+    table = DeltaTable(path) if DeltaTable.is_deltatable(path) else None
+    if table is not None:
+        if list(table.metadata().partition_columns) != list(partition):
+            return None
+        current = table.schema()
+        have = _field_types(current)
+        if any(name in have and have[name] != t for name, t in types.items()):
+            return None
+        extra = [f for name, f in fields.items() if name not in have]
+        if set(types) == set(have):
+            schema = current
+        elif not merge_schema:
+            return None
+        else:
+            schema = Schema([*current.fields, *extra])
+    folder = "/".join(f"{k}={v}" for k, v in partition.items())
+    return _Plan(staged, schema, table, folder)
+
+
+def _place(source: Path, target: Path) -> None:
+    """Hard-link ``source`` at ``target``; copy it where a link is impossible."""
+    for _ in range(3):
+        try:
+            os.link(source, target)
+            return
+        except FileExistsError:
+            if os.path.samefile(source, target):
+                return  # linked by an attempt that stopped before its commit
+            target.unlink()  # an uncommitted copy from such an attempt
+        except OSError:  # another file system, or links not supported
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+            return
+    raise FileExistsError(f"could not place {source} at {target}")
+
+
+def _stats(file: _File, partition: Mapping[str, str]) -> str:
+    """Delta file statistics from the Parquet footer: the row count, and null counts where
+    the footer has them.
+
+    No min/max: deltalake's pyarrow datasets turn a column without min/max next to one with
+    them into a ``col >= null`` guard that drops the file from every filtered scan.
+    """
+    meta = file.meta
+    stats: dict[str, object] = {"numRecords": meta.num_rows}
+    nulls: dict[str, int] = {}
+    for j in range(meta.num_columns):
+        name = meta.schema.column(j).path
+        if name in partition or name not in file.schema.names:
+            continue  # partition values live in the log; nested columns carry no stats here
+        count = 0
+        for r in range(meta.num_row_groups):
+            st = meta.row_group(r).column(j).statistics
+            if st is None or not st.has_null_count:
+                count = -1
+                break
+            count += st.null_count
+        if count >= 0:
+            nulls[name] = count
+    if nulls:
+        stats["nullCount"] = nulls
+    return json.dumps(stats)
+
+
+def _referenced(path: str, relative: set[str]) -> bool:
+    if not relative or not DeltaTable.is_deltatable(path):
+        return False
+    paths = pa.table(DeltaTable(path).get_add_actions()).column("path").to_pylist()
+    return not relative.isdisjoint(paths)
+
+
+def _commit_files(
+    path: str,
+    plan: _Plan,
+    partition: Mapping[str, str],
+    custom: dict[str, object],
+    transactions: list[Transaction],
+    tag: str,
+) -> CommitResult:
+    folder = Path(path) / plan.folder if plan.folder else Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    adds: list[AddAction] = []
+    placed: list[Path] = []
+    rows = size = 0
+    try:
+        for file in plan.files:
+            name = f"sf-{tag}-{file.source.stem}.parquet"
+            target = folder / name
+            _place(file.source, target)
+            placed.append(target)
+            st = target.stat()
+            adds.append(
+                AddAction(
+                    path=f"{plan.folder}/{name}" if plan.folder else name,
+                    size=st.st_size,
+                    partition_values=dict(partition),
+                    modification_time=int(st.st_mtime * 1000),
+                    data_change=True,
+                    stats=_stats(file, partition),
+                )
+            )
+            rows += file.meta.num_rows
+            size += st.st_size
+        custom["operationMetrics"] = {
+            "num_added_rows": rows,
+            "num_added_files": len(adds),
+            "num_added_bytes": size,
+        }
+        properties = CommitProperties(custom_metadata=custom, app_transactions=transactions)
+        if plan.table is None:
+            create_table_with_add_actions(
+                path,
+                plan.schema,
+                adds,
+                mode="error",
+                partition_by=list(partition) or None,
+                commit_properties=properties,
+            )
+        else:
+            plan.table.create_write_transaction(
+                list(adds),
+                "overwrite",
+                plan.schema,
+                partition_by=list(partition) or None,
+                partition_filters=[(k, "=", v) for k, v in partition.items()] or None,
+                commit_properties=properties,
+            )
+    except Exception as exc:
+        if not _referenced(path, {a.path for a in adds}):
+            # Files of a commit that did not happen are garbage: remove them.
+            for target in placed:
+                target.unlink(missing_ok=True)
+            raise
+        # The commit happened and only a post-commit step (e.g. a checkpoint) failed.
+        log.warning("post_commit_failed", path=path, error_type=type(exc).__name__)
+    version = int(DeltaTable(path).version())
+    return CommitResult(path, version, rows, len(adds), size)
+
+
+def _rewrite_commit(
     path: str,
     staged: StagedLayer,
     partition: Mapping[str, str],
-    metadata: Mapping[str, str],
-    *,
-    merge_schema: bool = False,
-    app_id: str | None = None,
-) -> CommitResult | None:
-    """Replace ``partition`` of the Delta table at ``path`` with the staged rows, atomically.
-
-    With ``app_id`` the commit carries a Delta application transaction: if a crashed attempt
-    already committed under that id, nothing is written again and that commit is returned.
-    """
-    if app_id is not None:
-        done = _committed(path, app_id)
-        if done is not None:
-            return done
-    files = staged.files()
-    if not files:
-        return None
+    custom: dict[str, object],
+    transactions: list[Transaction],
+    merge_schema: bool,
+) -> CommitResult:
+    """The general path: read the staged rows back and let ``write_deltalake`` write them."""
     exists = DeltaTable.is_deltatable(path)
     Path(path).mkdir(parents=True, exist_ok=True)
-    predicate = partition_predicate(partition) if exists else None
-    custom = dict(metadata)
-    transactions = []
-    if app_id is not None:
-        custom["signalfactory.app_id"] = app_id
-        transactions.append(Transaction(app_id, 1))
     write_deltalake(
         path,
         staged.reader(),
         mode="overwrite",
-        predicate=predicate,
+        predicate=partition_predicate(partition) if exists else None,
         partition_by=list(partition) or None,
         schema_mode="merge" if merge_schema and exists else None,
         commit_properties=CommitProperties(custom_metadata=custom, app_transactions=transactions),
@@ -183,6 +424,48 @@ def commit_layer(
         files_added=int(added.get("num_added_files", 0) or 0),
         bytes_written=staged.size_bytes(),
     )
+
+
+def commit_layer(
+    path: str,
+    staged: StagedLayer,
+    partition: Mapping[str, str],
+    metadata: Mapping[str, str],
+    *,
+    merge_schema: bool = False,
+    app_id: str | None = None,
+) -> CommitResult | None:
+    """Replace ``partition`` of the Delta table at ``path`` with the staged rows, atomically.
+
+    The staged files become the table's data files as they are (hard links), unless their
+    types or schema need a conversion, in which case they are rewritten. With ``app_id`` the
+    commit carries a Delta application transaction: if a crashed attempt already committed
+    under that id, nothing is written again and that commit is returned.
+    """
+    if app_id is not None:
+        done = _committed(path, app_id)
+        if done is not None:
+            return done
+    files = staged.files()
+    if not files:
+        return None
+    custom: dict[str, object] = dict(metadata)
+    transactions = []
+    if app_id is not None:
+        custom["signalfactory.app_id"] = app_id
+        transactions.append(Transaction(app_id, 1))
+    plan = _plan(path, files, partition, merge_schema)
+    if plan is not None:
+        tag = (app_id.split(":", 1)[-1] if app_id else uuid.uuid4().hex).replace(":", "-")
+        try:
+            return _commit_files(path, plan, partition, dict(custom), transactions, tag)
+        except Exception as exc:
+            if app_id is not None and (done := _committed(path, app_id)) is not None:
+                return done
+            log.warning(
+                "commit_rewrites_files", path=path, error_type=type(exc).__name__, error=str(exc)
+            )
+    return _rewrite_commit(path, staged, partition, custom, transactions, merge_schema)
 
 
 def clear_partition(

@@ -183,6 +183,9 @@ def _vacuum(
             enforce_retention_duration=enforce_retention,
             keep_versions=keep or None,
             commit_properties=CommitProperties(custom_metadata=dict(metadata)),
+            # Also files no version references (e.g. linked by a commit that never happened),
+            # once they are older than the retention.
+            full=True,
         )
     except DeltaError as exc:
         if "retention" in str(exc).lower():

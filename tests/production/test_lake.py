@@ -1,0 +1,211 @@
+"""Committing staged layers: the staged Parquet files become the table's files as they are.
+
+A commit hard-links the files the chunk workers staged into the table folder and adds them
+in one Delta transaction (replacing the partition), so the rows are never written again; the
+certified table links gold's files. Types Delta cannot store as they are fall back to a
+rewrite through ``write_deltalake``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+from deltalake import DeltaTable
+
+from factories import DAY1, DAY2, URN, Project, certified_path, orders, set_rows
+from signalfactory.production import lake
+from signalfactory.production.lake import StagedLayer, commit_layer
+from signalfactory.production.maintenance import disk_files, maintain_table
+
+
+def frame(start: int, n: int, dt: str = DAY1) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "id": list(range(start, start + n)),
+            "name": [None if i % 3 == 0 else f"n{i}" for i in range(start, start + n)],
+            "day": pl.date_range(pl.date(2026, 1, 1), pl.date(2026, 1, 1), eager=True).to_list()
+            * n,
+            "dt": [dt] * n,
+        }
+    )
+
+
+def stage(folder: Path, *frames: pl.DataFrame) -> StagedLayer:
+    staged = StagedLayer(folder)
+    for i, df in enumerate(frames):
+        staged.write(i, df)
+    return staged
+
+
+def inodes(paths: list[str] | list[Path]) -> set[int]:
+    return {os.stat(p).st_ino for p in paths}
+
+
+def data_files(path: str) -> list[str]:
+    paths = pa.table(DeltaTable(path).get_add_actions())["path"].to_pylist()
+    return [str(Path(path) / p) for p in paths]
+
+
+def test_a_commit_adds_the_staged_files_themselves(tmp_path: Path) -> None:
+    staged = stage(tmp_path / "stage", frame(0, 5), frame(5, 4))
+    path = str(tmp_path / "t")
+
+    result = commit_layer(path, staged, {"dt": DAY1}, {"k": "v"}, app_id="app:run1:bronze:g1")
+
+    assert result is not None
+    files = data_files(path)
+    assert inodes(files) == inodes(staged.files())  # hard links, not copies
+    assert all(Path(f).parent.name == f"dt={DAY1}" for f in files)
+    assert (result.version, result.rows, result.files_added) == (0, 9, 2)
+    assert result.bytes_written == staged.size_bytes()
+    table = DeltaTable(path)
+    assert table.count() == 9
+    assert table.metadata().partition_columns == ["dt"]
+    expected = pl.concat([frame(0, 5), frame(5, 4)])
+    assert pl.read_delta(path).sort("id").equals(expected)
+    assert pl.from_arrow(table.to_pyarrow_table()).sort("id").equals(expected)  # type: ignore[union-attr]
+    # statistics come from the Parquet footers: rows and nulls (no min/max, see _stats)
+    actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    first = next(a for a in actions if a["num_records"] == 5)
+    assert (first["null_count.name"], first["null_count.id"]) == (2, 0)
+    # filtered scans through deltalake's pyarrow dataset see every matching row
+    dataset = table.to_pyarrow_dataset()
+    assert dataset.to_table(filter=pads.field("name") == "n4").num_rows == 1
+    assert dataset.to_table(filter=pads.field("dt") == DAY1).num_rows == 9
+    assert dataset.to_table(filter=pads.field("name").is_null()).num_rows == 3
+    entry = table.history(1)[0]
+    assert entry["k"] == "v"
+    assert entry["operationMetrics"]["num_added_rows"] == 9
+    assert table.transaction_version("app:run1:bronze:g1") == 1
+
+
+def test_a_commit_replaces_only_its_partition_and_is_exactly_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "t")
+    commit_layer(path, stage(tmp_path / "a", frame(0, 5)), {"dt": DAY1}, {}, app_id="a")
+    commit_layer(path, stage(tmp_path / "b", frame(100, 3, DAY2)), {"dt": DAY2}, {}, app_id="b")
+    again = stage(tmp_path / "c", frame(50, 2))
+
+    first = commit_layer(path, again, {"dt": DAY1}, {}, app_id="c")
+    replay = commit_layer(path, again, {"dt": DAY1}, {}, app_id="c")
+
+    assert first is not None
+    assert replay == first
+    assert DeltaTable(path).version() == 2
+    assert sorted(pl.read_delta(path)["id"].to_list()) == [50, 51, 100, 101, 102]
+    # the replaced files are removed from the log only; vacuum deletes them later
+    assert len(disk_files(path)) == 1 + 1 + 1
+
+
+def test_a_restaged_file_never_changes_a_committed_one(tmp_path: Path) -> None:
+    staged = stage(tmp_path / "s", frame(0, 5))
+    path = str(tmp_path / "t")
+    commit_layer(path, staged, {"dt": DAY1}, {}, app_id="one")
+    before = pl.read_delta(path)
+
+    staged.write(0, frame(10, 2))  # e.g. a retried chunk or rewritten reasons
+
+    assert pl.read_delta(path).equals(before)
+    assert inodes(data_files(path)).isdisjoint(inodes(staged.files()))
+
+
+def test_schema_merge_adds_the_new_column(tmp_path: Path) -> None:
+    path = str(tmp_path / "t")
+    commit_layer(path, stage(tmp_path / "a", frame(0, 3)), {"dt": DAY1}, {}, app_id="a")
+    wider = frame(10, 2, DAY2).with_columns(pl.lit(1.5).alias("score"))
+    staged = stage(tmp_path / "b", wider)
+
+    commit_layer(path, staged, {"dt": DAY2}, {}, merge_schema=True, app_id="b")
+
+    assert DeltaTable(path).schema().fields[-1].name == "score"
+    table = pl.read_delta(path).sort("id")
+    assert table["score"].to_list() == [None, None, None, 1.5, 1.5]
+    assert inodes(staged.files()) <= inodes(data_files(path))
+
+
+def test_types_delta_cannot_store_as_they_are_are_rewritten(tmp_path: Path) -> None:
+    odd = frame(0, 4).with_columns(pl.col("id").cast(pl.UInt32))
+    staged = stage(tmp_path / "s", odd)
+    path = str(tmp_path / "t")
+
+    result = commit_layer(path, staged, {"dt": DAY1}, {}, app_id="u")
+
+    assert result is not None
+    assert result.rows == 4
+    assert inodes(data_files(path)).isdisjoint(inodes(staged.files()))
+    assert sorted(pl.read_delta(path)["id"].to_list()) == [0, 1, 2, 3]
+
+
+def test_a_failed_commit_leaves_no_files_and_a_retry_reuses_the_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "t")
+    commit_layer(path, stage(tmp_path / "a", frame(0, 3)), {"dt": DAY1}, {}, app_id="a")
+    staged = stage(tmp_path / "b", frame(10, 2), frame(20, 2))
+    calls: list[int] = []
+
+    def boom(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        raise OSError("disk on fire")
+
+    # The commit fails: its linked files go, and the layer is committed by a rewrite.
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", boom)
+    monkeypatch.setattr(lake, "_rewrite_commit", boom)
+    with pytest.raises(OSError, match="disk on fire"):
+        commit_layer(path, staged, {"dt": DAY1}, {}, app_id="b")
+    assert len(calls) == 2
+    assert len(disk_files(path)) == 1
+    monkeypatch.undo()
+
+    # A crash after linking and before the commit leaves links behind; the retry reuses them.
+    folder = Path(path) / f"dt={DAY1}"
+    for i, source in enumerate(staged.files()):
+        os.link(source, folder / f"sf-b-part-{i:07d}.parquet")
+    result = commit_layer(path, staged, {"dt": DAY1}, {}, app_id="b")
+
+    assert result is not None
+    assert result.files_added == 2
+    assert len(disk_files(path)) == 1 + 2
+    assert sorted(pl.read_delta(path)["id"].to_list()) == [10, 11, 20, 21]
+
+
+def test_a_run_links_gold_into_the_certified_table(project: Project) -> None:
+    project.partition(DAY1, set_rows(orders(2500, seed=1), [3, 7], order_total=-5))
+    sf = project.open()
+    run = project.run(sf).run
+    certified = certified_path(sf)
+    gold = certified.replace("gold_certified", "gold")
+    bronze = certified.replace("gold_certified", "bronze")
+
+    # The certified table's files are gold's files (same inodes), and nothing else is on disk.
+    assert inodes(data_files(certified)) == inodes(data_files(gold))
+    for path in (bronze, gold, certified):
+        assert sorted(map(str, disk_files(path))) == sorted(data_files(path))
+        assert all(Path(f).name.startswith(f"sf-{run.run_id}-") for f in data_files(path))
+    assert DeltaTable(certified).count() == run.rows_written == 2498
+    assert pl.read_delta(certified).height == 2498
+    assert DeltaTable(bronze).count() == 2500
+    history = DeltaTable(certified).history(1)[0]
+    assert history["signalfactory.run_id"] == run.run_id
+    assert json.loads(history["signalfactory.partition"]) == {"dt": DAY1}
+    assert sf.certified(URN).certified_version == 0
+
+
+def test_maintenance_removes_files_a_commit_never_took(tmp_path: Path) -> None:
+    staged = stage(tmp_path / "s", frame(0, 5), frame(5, 5))
+    path = str(tmp_path / "t")
+    commit_layer(path, staged, {"dt": DAY1}, {}, app_id="a")
+    # a run that linked its files and then died for good before committing them
+    orphan = Path(path) / f"dt={DAY1}" / "sf-dead-run-part-0000000.parquet"
+    os.link(staged.files()[0], orphan)
+
+    done = maintain_table(path, retention_hours=0, enforce_retention=False)
+
+    assert not orphan.exists()
+    assert f"dt={DAY1}/{orphan.name}" in done.vacuumed
+    assert pl.read_delta(path).height == 10
