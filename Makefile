@@ -41,10 +41,14 @@ typecheck: $(STAMP_DEV)
 bench: $(STAMP_BENCH)
 	$(BIN)/python -m benchmarks --only gates
 	$(BIN)/python -m benchmarks --only runtime --quick
+	$(BIN)/python -m benchmarks --only bus
+	$(BIN)/python -m benchmarks --only lineage
 
 bench-full: $(STAMP_BENCH)
 	$(BIN)/python -m benchmarks --only gates
 	$(BIN)/python -m benchmarks --only runtime --scale 1
+	$(BIN)/python -m benchmarks --only bus
+	$(BIN)/python -m benchmarks --only lineage
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

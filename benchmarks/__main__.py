@@ -7,7 +7,7 @@ import sys
 
 from benchmarks.bench_gates import ALL_CONTENDERS, CONTENDERS, EXPERIMENTAL, run_suite
 
-SUITES = ("gates", "runtime")
+SUITES = ("gates", "runtime", "bus", "lineage")
 QUICK_ROWS = 1_000_000
 
 
@@ -56,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.bench_runtime import run_main
 
             status |= run_main(scale=args.scale, repeats=args.repeats, quick=args.quick)
+        elif suite == "bus":
+            from benchmarks.bench_bus import main as bus_main
+
+            status |= bus_main(["--quick"] if args.quick else [])
+        elif suite == "lineage":
+            from benchmarks.bench_lineage import main as lineage_main
+
+            status |= lineage_main(["--quick"] if args.quick else [])
     return status
 
 

@@ -13,8 +13,9 @@ print(outcome.run.certification_status, sf.certified("ds://curated/orders_enrich
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signalfactory.core.errors import ConfigError, NotFoundError
 from signalfactory.core.records import (
@@ -23,20 +24,30 @@ from signalfactory.core.records import (
     DeadLetter,
     DeadLetterStatus,
     Transition,
+    utcnow,
 )
 from signalfactory.enforcement.pii import load_pii_key
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
 from signalfactory.knowledge import SqlStore, open_store
 from signalfactory.pipeline.bootstrap import register, register_files
-from signalfactory.pipeline.hooks import LogAlerter, StoreRecorder
+from signalfactory.pipeline.hooks import LogAlerter, RunHook, StoreRecorder
+from signalfactory.pipeline.lineage_recorder import LineageRecorder
+from signalfactory.pipeline.openlineage_hook import OpenLineageEmitter
 from signalfactory.pipeline.progress import Listener
 from signalfactory.pipeline.queue import RunQueue, RunRequest
 from signalfactory.pipeline.runner import PipelineRunner, RunOutcome
+from signalfactory.processing.alerting import sinks_from_settings
+from signalfactory.processing.baseline_hook import BaselineRoller
+from signalfactory.processing.bus import BusPublisher
+from signalfactory.processing.service import EvaluationReport, evaluate_once
 from signalfactory.production.engines import EngineCache
 from signalfactory.production.formats import check_chunk_size
 from signalfactory.production.manifest import expand_partitions
 from signalfactory.production.spec import PipelineSpec, load_pipeline
 from signalfactory.settings import Settings
+
+if TYPE_CHECKING:
+    from signalfactory.consumption.rca import Explanation
 
 
 class SignalFactory:
@@ -63,6 +74,8 @@ class SignalFactory:
         self.engines = EngineCache()
         self.alerter = LogAlerter()
         self.progress_listener = progress_listener
+        self._bus_publisher: BusPublisher | None = None
+        self._openlineage: OpenLineageEmitter | None = None
 
     @property
     def store(self) -> SqlStore:
@@ -73,6 +86,12 @@ class SignalFactory:
 
     def close(self) -> None:
         self.engines.close()
+        if self._bus_publisher is not None:
+            self._bus_publisher.close()
+            self._bus_publisher = None
+        if self._openlineage is not None:
+            self._openlineage.close()
+            self._openlineage = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -101,13 +120,37 @@ class SignalFactory:
             settings = settings.model_copy(update={"pii_key_file": fallback})
         return load_pii_key(settings)
 
+    def hooks(self) -> list[RunHook]:
+        """The run lifecycle hooks: the store, the baseline roller, alerts (in that order)."""
+        if self._bus_publisher is None:
+            # One per SignalFactory: a NATS bus runs a thread. A bus that is down never fails
+            # here or in a run; events spool under home/spool and are delivered later.
+            self._bus_publisher = BusPublisher.open(
+                self.settings.bus_url, store=self.store, spool_dir=self.settings.spool_dir
+            )
+        namespace = self.settings.openlineage_namespace
+        hooks: list[RunHook] = [
+            StoreRecorder(self.store),
+            self._bus_publisher,
+            LineageRecorder(self.store, namespace),  # our runs in the lineage graph, always
+            BaselineRoller(self.store, self.settings.home / "baselines"),
+            self.alerter,
+        ]
+        if self.settings.openlineage_url:
+            if self._openlineage is None:
+                self._openlineage = OpenLineageEmitter(
+                    self.settings.openlineage_url, self.store, namespace
+                )
+            hooks.insert(3, self._openlineage)
+        return hooks
+
     def runner(self) -> PipelineRunner:
         return PipelineRunner(
             self.store,
             self.settings.lake_root,
             self.settings.home / "staging",
             pii_key=self._pii_key,
-            hooks=[StoreRecorder(self.store), self.alerter],
+            hooks=self.hooks(),
             engines=self.engines,
             progress_listener=self.progress_listener,
         )
@@ -237,6 +280,19 @@ class SignalFactory:
             engine=request.engine,
             chunk_size=request.chunk_size,
         )
+
+    # -- signals, incidents, lineage -----------------------------------------------------
+    def evaluate_signals(self, at: datetime | None = None) -> EvaluationReport:
+        """Evaluate every dataset's policies as of ``at`` (default now): store the signals,
+        open or resolve incidents and alert the configured sinks."""
+        instant = utcnow() if at is None else at
+        return evaluate_once(self.store, instant, sinks_from_settings(self.settings))
+
+    def explain(self, incident_id: str) -> Explanation:
+        """Why an incident happened: the chain from incident to root cause (PRD FR-6)."""
+        from signalfactory.consumption.rca import explain
+
+        return explain(self.store, incident_id)
 
     # -- queries -------------------------------------------------------------------------
     def certified(self, dataset_urn: str) -> CertificationState:

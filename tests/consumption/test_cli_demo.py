@@ -1,4 +1,4 @@
-"""``signalfactory demo`` end to end, then the query commands on the home it leaves behind."""
+"""``signalfactory demo --scenario gates`` end to end, then the query commands on its home."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     base = tmp_path_factory.mktemp("demo")
     directory = base / "orders-demo"
     # The demo keeps its own home under --dir; SIGNALFACTORY_HOME must not matter to it.
-    output = sf("demo", "--dir", directory, home=base / "unused-home", cwd=base)
+    output = sf(
+        "demo", "--scenario", "gates", "--dir", directory, home=base / "unused-home", cwd=base
+    )
     output.expect(0)
     home = directory / ".signalfactory"
     runs, evidence, quarantine, certified = run_cli(

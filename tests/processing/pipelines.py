@@ -16,10 +16,10 @@ from signalfactory.production.spec import load_pipeline
 
 
 def run_rolling(project: Project, sf: SignalFactory, dt: str) -> RunOutcome:
-    """One real run of the project's pipeline, with a ``BaselineRoller`` among its hooks
-    (the way ``SignalFactory.runner`` builds the runner, plus the roller)."""
+    """One real run of the project's pipeline; ``SignalFactory.runner`` hooks in the
+    ``BaselineRoller`` (checked here, so these tests notice if it is ever unhooked)."""
     runner = sf.runner()
-    runner.hooks.hooks.append(BaselineRoller(sf.store, sf.settings.home / "baselines"))
+    assert sum(isinstance(h, BaselineRoller) for h in runner.hooks.hooks) == 1
     return runner.run(load_pipeline(project.pipeline_yaml), {"dt": dt})
 
 

@@ -421,12 +421,29 @@ def quarantine_list(
 @app.command()
 def demo(
     directory: Annotated[Path | None, typer.Option("--dir", help="where to write the demo")] = None,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            help="steel-thread: two weeks with signals, incidents and explanations; "
+            "gates: three days through the gates in detail",
+        ),
+    ] = "steel-thread",
 ) -> None:
-    """Generate orders data, register the dataset and run three days through the gates."""
-    from signalfactory.consumption.demo import run_demo
+    """Generate orders data and run the steel thread (or the gates scenario) end to end."""
+    from signalfactory.consumption.demo import run_gates_demo
+    from signalfactory.consumption.demo_thread import run_steel_thread
 
+    scenarios = {"steel-thread": run_steel_thread, "gates": run_gates_demo}
+    if scenario not in scenarios:
+        err.print(
+            f"[bold red]error:[/] --scenario {scenario!r} is unknown; use one of "
+            f"{', '.join(scenarios)}",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_USAGE)
     _configure_logging("ERROR")
-    code = _guard(lambda: run_demo(directory, console))
+    code = _guard(lambda: scenarios[scenario](directory, console))
     raise typer.Exit(code)
 
 
@@ -441,11 +458,13 @@ app.add_typer(dlq_app, name="dlq")
 
 from signalfactory.consumption.cli_incidents import register_incidents  # noqa: E402
 from signalfactory.consumption.cli_lineage import lineage_app  # noqa: E402
+from signalfactory.consumption.cli_profile import register_profile  # noqa: E402
 from signalfactory.consumption.cli_signals import register_signals  # noqa: E402
 
 app.add_typer(lineage_app, name="lineage")
 register_incidents(app)  # incidents, deploy record
-register_signals(app)  # signals evaluate, watch, profile, explain
+register_signals(app)  # signals evaluate|list, watch, explain
+register_profile(app)  # profile
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
-"""``signalfactory demo``: the steel thread on embedded defaults (SQLite + local Delta).
+"""``signalfactory demo --scenario gates``: three days through the gates (SQLite + local Delta).
 
 Generates a seeded orders data set in code, registers the PRD's ``dataset.yaml`` and
 ``policy_bundle.yaml``, runs three daily partitions — a clean day, a day with a few bad rows,
-and a day whose ``order_total`` arrives as text — and prints what happened.
+and a day whose ``order_total`` arrives as text — and prints what happened. The default
+scenario, the two-week steel thread with signals, incidents and explanations, is in
+:mod:`signalfactory.consumption.demo_thread`.
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ def build_demo(directory: Path, rows: int = 2_500) -> list[str]:
     return [d.isoformat() for d in days]
 
 
-def run_demo(directory: Path | None, console: Console) -> int:
+def run_gates_demo(directory: Path | None, console: Console) -> int:
     directory = (directory or Path.cwd() / "signalfactory-demo").resolve()
     home = directory / ".signalfactory"
     if directory.exists():

@@ -372,8 +372,9 @@ class PipelineRunner:
             pipeline=run.pipeline,
             pipeline_file=spec.source_file,
             resumed=resumable is not None,
-            # Lineage: upstream datasets declared by the pipeline, then the files read.
-            inputs=[*spec.upstream, *(f"file://{Path(f).resolve()}" for f in files)],
+            # Lineage: upstream datasets declared by the pipeline, then the source as one
+            # dataset (its path template, not each file of each partition).
+            inputs=[*spec.upstream, f"file://{(spec.base_dir / spec.source.template).resolve()}"],
         )
         ctx = RunContext(
             run,
