@@ -199,6 +199,14 @@ def deployment_steps(
     pipelines = {run.pipeline} if run is not None else set()
     if not pipelines:
         pipelines = {r.pipeline for r in store.list_runs(dataset_urn=inc.dataset_urn, limit=20)}
+    if not pipelines:  # jobs we do not run (SDK, OpenLineage): the names their events carry
+        started = store.list_events(
+            dataset_urn=inc.dataset_urn, event_type=LifecycleEventType.JOB_RUN_STARTED
+        )
+        for e in started[-20:]:
+            name = e.payload.get("pipeline") or e.payload.get("job_name")
+            if name:
+                pipelines.add(str(name))
     steps = []
     for dep in store.list_deployments():
         if dep.pipeline in pipelines and since <= dep.recorded_at <= until:
