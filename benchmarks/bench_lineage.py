@@ -9,9 +9,13 @@ written through the store API (``record_lineage``, bulk batches). Then:
 * ``upstream``/``downstream`` (``signalfactory.knowledge.lineage``) p50/p95 over sampled nodes,
   unlimited depth and depth 3 (upstream from the last layers, downstream from the first);
 * ``ingest_openlineage`` of a generated NDJSON (one more day of runs) in events/s, lifecycle
-  mapping included.
+  mapping included;
+* ``explain`` (the RCA walk: incident → signal → run → DAG run → upstream datasets, three hops,
+  their commits and failures) p50/p95 on a volume incident of each sampled late dataset, for
+  the partition just ingested.
 
-Targets: 10,000 datasets / 100,000 runs, upstream p95 < 100 ms (Marquez: 10–15 s reported).
+Targets: 10,000 datasets / 100,000 runs, upstream and explain p95 < 100 ms (Marquez: 10–15 s
+reported for its lineage API).
 ``python -m benchmarks.bench_lineage [--quick] [--database-url URL]``.
 """
 
@@ -28,6 +32,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from signalfactory.consumption.rca import explain
+from signalfactory.core.observability import (
+    Incident,
+    IncidentStatus,
+    Severity,
+    Signal,
+    SignalKind,
+    SignalState,
+)
 from signalfactory.knowledge import SqlStore, open_store
 from signalfactory.knowledge.lineage import downstream, ingest_openlineage, upstream
 from signalfactory.knowledge.lineage_records import DatasetRef, LineageEvent
@@ -160,6 +173,42 @@ def _time_walks(store: SqlStore, nodes: list[str], up: bool, depth: int | None) 
     return {**_percentiles(samples), "mean_hops": round(statistics.mean(sizes), 1)}
 
 
+def _time_explain(store: SqlStore, nodes: list[str], day: int) -> dict[str, float]:
+    """Open a volume incident on each node for partition ``day``, then time ``explain``."""
+    at = DAY0 + timedelta(days=day + 1)
+    partition = f"dt={(DAY0 + timedelta(days=day)).date()}"
+    ids = []
+    for i, node in enumerate(dict.fromkeys(nodes)):
+        urn = f"dataset:{NAMESPACE}:{node}"
+        sig = Signal(urn, SignalKind.VOLUME, SignalState.BREACH, "VOLUME_ANOMALY",
+                     Severity.CRITICAL, at, "bench", partition=partition)  # fmt: skip
+        store.add_signals([sig])
+        inc_id = f"inc_bench_{i}"
+        store.add_incident(
+            Incident(
+                inc_id,
+                urn,
+                SignalKind.VOLUME,
+                "VOLUME_ANOMALY",
+                Severity.CRITICAL,
+                IncidentStatus.OPEN,
+                at,
+                at,
+                "bench",
+                (sig.signal_id,),
+                partition,
+            )
+        )
+        ids.append(inc_id)
+    samples, steps = [], []
+    for inc_id in ids:
+        started = time.perf_counter()
+        exp = explain(store, inc_id)
+        samples.append(time.perf_counter() - started)
+        steps.append(len(exp.chain))
+    return {**_percentiles(samples), "mean_steps": round(statistics.mean(steps), 1)}
+
+
 def run(quick: bool = False, database_url: str | None = None) -> dict[str, Any]:
     datasets, runs, samples, ingest_events = (
         (1_000, 10_000, 50, 2_000) if quick else (10_000, 100_000, 200, 20_000)
@@ -202,6 +251,7 @@ def run(quick: bool = False, database_url: str | None = None) -> dict[str, Any]:
                 "seconds": round(report.seconds, 2),
                 "events_per_s": round(report.events_per_s),
             }
+            result["explain"] = _time_explain(store, late, days + 1)
     return result
 
 

@@ -19,44 +19,23 @@ Nothing here is heuristic or learned: the same store gives the same explanation.
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from signalfactory.consumption import rca_facts as facts
+from signalfactory.consumption.rca_facts import Step, when
+from signalfactory.consumption.rca_upstream import walk_upstream
 from signalfactory.core.errors import NotFoundError
 from signalfactory.core.observability import Incident, Signal, SignalKind
-from signalfactory.core.records import LifecycleEvent, RunRecord, iso
+from signalfactory.core.records import LifecycleEvent, RunRecord
 from signalfactory.knowledge.store import SqlStore
 
 __all__ = ["Explanation", "Step", "explain"]
 
-#: An upstream partition whose rows fall this far below its recent mean is called short.
-SHORT_PARTITION_PCT = 30.0
 #: How far back deployments are candidate causes.
 DEPLOY_WINDOW = timedelta(days=2)
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One link of the chain: what kind of node, which one, what it says, and the records."""
-
-    kind: str
-    node: str
-    text: str
-    at: datetime | None = None
-    evidence: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "node": self.node,
-            "text": self.text,
-            "at": iso(self.at),
-            "evidence": dict(self.evidence),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +56,6 @@ class Explanation:
             "chain": [s.to_dict() for s in self.chain],
             "candidate_causes": [s.to_dict() for s in self.candidate_causes],
         }
-
-
-def _when(ts: datetime | None) -> str:
-    return "an unknown time" if ts is None else ts.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _incident_step(inc: Incident) -> Step:
@@ -104,7 +79,7 @@ def _run_step(run: RunRecord) -> Step:
         state = f"{state}, {run.certification_status}"
     text = (
         f"run {run.run_id} of pipeline {run.pipeline} for "
-        f"{facts.partition_text(run.partition)} started {_when(run.started_at)}: {state}"
+        f"{facts.partition_text(run.partition)} started {when(run.started_at)}: {state}"
     )
     if run.error:
         text += f" — {run.error}"
@@ -128,81 +103,10 @@ def _external_run_step(started: LifecycleEvent | None, failed: LifecycleEvent | 
     job = str(event.payload.get("job_name") or event.payload.get("pipeline") or event.run_id)
     if failed is not None:
         reason = str(failed.payload.get("failure_reason") or "no reason given")
-        text = f"job {job} (run {failed.run_id}) failed at {_when(failed.timestamp)}: {reason}"
+        text = f"job {job} (run {failed.run_id}) failed at {when(failed.timestamp)}: {reason}"
     else:
-        text = f"job {job} (run {event.run_id}) started at {_when(event.timestamp)}"
+        text = f"job {job} (run {event.run_id}) started at {when(event.timestamp)}"
     return Step("run", event.run_id, text, event.timestamp, dict(event.payload))
-
-
-def _upstream_problem(
-    store: SqlStore, node: str, partition: str | None, at: datetime
-) -> Step | None:
-    """What is wrong with ``partition`` of upstream ``node`` as of ``at``, if anything."""
-    commits = facts.commits(store, node, until=at)
-    if partition is not None:
-        here = [c for c in commits if facts.partition_of(c) == partition]
-        failed = facts.failures(store, node, partition, until=at)
-        if not here:
-            if failed:
-                f = failed[-1]
-                job = f.payload.get("job_name") or f.run_id
-                reason = f.payload.get("failure_reason") or "no reason given"
-                text = (
-                    f"upstream {node} partition {partition} was never written: "
-                    f"job {job} failed at {_when(f.timestamp)} with {reason}"
-                )
-                return Step("upstream_dataset", node, text, f.timestamp, dict(f.payload))
-            if commits:  # it has history, but not this partition
-                text = (
-                    f"upstream {node} partition {partition} was never written "
-                    "(no run of its job committed it)"
-                )
-                return Step("upstream_dataset", node, text, None, {"partition": partition})
-            return None
-        rows = sum(int(c.payload.get("rows_written") or 0) for c in here)
-        before = facts.rows_per_partition([c for c in commits if c.timestamp < here[0].timestamp])[
-            -7:
-        ]
-        if len(before) >= 3:
-            mean = statistics.fmean(before)
-            if mean > 0 and (mean - rows) / mean * 100 >= SHORT_PARTITION_PCT:
-                pct = round((rows - mean) / mean * 100)
-                text = (
-                    f"upstream {node} partition {partition} arrived short: {rows:,} rows against "
-                    f"{mean:,.0f} on average over its previous {len(before)} partitions ({pct}%)"
-                )
-                if failed:
-                    f = failed[-1]
-                    text += (
-                        f"; job {f.payload.get('job_name') or f.run_id} failed at "
-                        f"{_when(f.timestamp)} with {f.payload.get('failure_reason')}"
-                    )
-                evidence = {"rows": rows, "baseline_mean": mean, "partition": partition}
-                return Step("upstream_dataset", node, text, here[-1].timestamp, evidence)
-    return None
-
-
-def _healthy_upstream(
-    store: SqlStore, node: str, depth: int, partition: str | None, at: datetime
-) -> Step:
-    """An upstream dataset with no problem found: say what was seen, and no more."""
-    written = [
-        c
-        for c in facts.commits(store, node, until=at)
-        if partition is None or facts.partition_of(c) == partition
-    ]
-    if written:
-        last = written[-1]
-        rows = sum(int(c.payload.get("rows_written") or 0) for c in written)
-        text = f"upstream {node} (depth {depth}) was written" + (
-            f" for {partition}: {rows:,} rows at {_when(last.timestamp)}" if partition else ""
-        )
-        return Step("upstream_dataset", node, text, last.timestamp, {"depth": depth, "rows": rows})
-    text = (
-        f"upstream {node} (depth {depth}) has no recorded writes to check "
-        "(files read directly, or a dataset no job reports on)"
-    )
-    return Step("upstream_dataset", node, text, None, {"depth": depth})
 
 
 def _conclusion(
@@ -287,7 +191,7 @@ def explain(store: SqlStore, incident_id: str) -> Explanation:
             run_step = Step(
                 "run",
                 f"{inc.dataset_urn}:{partition}",
-                f"no run of {inc.dataset_urn} started for {partition} by {_when(at)}",
+                f"no run of {inc.dataset_urn} started for {partition} by {when(at)}",
                 at,
                 {"partition": partition},
             )
@@ -295,14 +199,8 @@ def explain(store: SqlStore, incident_id: str) -> Explanation:
         chain.append(run_step)
     if dag_run_id:
         chain.append(facts.dag_run_step(store, dag_run_id))
-    root: Step | None = None
-    for node, depth in facts.upstream(store, inc.dataset_urn):
-        problem = _upstream_problem(store, node, partition, at)
-        if problem is None:
-            chain.append(_healthy_upstream(store, node, depth, partition, at))
-            continue
-        chain.append(problem)
-        root = problem  # deeper problems come later and win: the furthest-upstream cause
+    upstream_steps, root = walk_upstream(store, inc.dataset_urn, partition, at)
+    chain.extend(upstream_steps)
     candidates: list[Step] = []
     if _deploys_may_explain(inc):
         # Deployments before the first breach are candidate causes for what followed them.

@@ -7,23 +7,46 @@ the queries can be tuned (and benchmarked) on their own.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
+from signalfactory.core.errors import NotFoundError
 from signalfactory.core.observability import Incident, Signal, SignalKind, SignalState
 from signalfactory.core.records import (
     GateResult,
     LifecycleEvent,
     LifecycleEventType,
     RunRecord,
+    iso,
 )
 from signalfactory.knowledge import lineage
 from signalfactory.knowledge.store import SqlStore
 
-if TYPE_CHECKING:
-    from signalfactory.consumption.rca import Step
 
-_SERVING_LAYERS = (None, "certified")
+
+def when(ts: datetime | None) -> str:
+    return "an unknown time" if ts is None else ts.strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One link of the chain: what kind of node, which one, what it says, and the records."""
+
+    kind: str
+    node: str
+    text: str
+    at: datetime | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "node": self.node,
+            "text": self.text,
+            "at": iso(self.at),
+            "evidence": dict(self.evidence),
+        }
 
 
 def partition_text(partition: Mapping[str, str]) -> str:
@@ -39,17 +62,6 @@ def partition_of(event: LifecycleEvent) -> str | None:
     if isinstance(part, Mapping) and part:
         return partition_text({str(k): str(v) for k, v in part.items()})
     return None
-
-
-def commits(store: SqlStore, node: str, *, until: datetime) -> list[LifecycleEvent]:
-    """Serving-layer commits of ``node`` up to ``until``, oldest first."""
-    events = store.list_events(
-        dataset_urn=node, event_type=LifecycleEventType.DATASET_WRITE_COMMITTED
-    )
-    found = [
-        e for e in events if e.timestamp <= until and e.payload.get("layer") in _SERVING_LAYERS
-    ]
-    return sorted(found, key=lambda e: e.timestamp)
 
 
 def failures(
@@ -85,8 +97,6 @@ def latest_breach(store: SqlStore, inc: Incident) -> Signal | None:
 
 def signature_step(store: SqlStore, inc: Incident, sig: Signal | None) -> Step | None:
     """The failure signature and the gate evidence that carries it, if a gate produced it."""
-    from signalfactory.consumption.rca import Step
-
     run_id = sig.run_id if sig is not None else inc.run_id
     evidence = store.list_evidence(run_id=run_id) if run_id else []
     failed = [e for e in evidence if e.result is GateResult.FAIL and e.gate != "CERTIFICATION"]
@@ -166,8 +176,6 @@ def external_run(
 
 
 def dag_run_step(store: SqlStore, dag_run_id: str) -> Step:
-    from signalfactory.consumption.rca import Step
-
     tasks = lineage.dag_run(store, dag_run_id)
     failed = [t for t in tasks if t.state == "FAIL"]
     text = f"DAG run {dag_run_id}: {len(tasks)} task runs"
@@ -184,9 +192,13 @@ def dag_run_step(store: SqlStore, dag_run_id: str) -> Step:
     )
 
 
-def upstream(store: SqlStore, urn: str) -> list[tuple[str, int]]:
-    """Upstream datasets of ``urn``, nearest first (deterministic order within a depth)."""
-    hops = lineage.upstream(store, urn)
+def upstream(store: SqlStore, urn: str, depth: int | None = None) -> list[tuple[str, int]]:
+    """Upstream datasets of ``urn``, nearest first (deterministic order within a depth);
+    empty when the lineage graph does not know ``urn``."""
+    try:
+        hops = lineage.upstream(store, urn, depth)
+    except NotFoundError:
+        return []
     return sorted({(h.node_id, h.depth) for h in hops}, key=lambda x: (x[1], x[0]))
 
 
@@ -194,8 +206,6 @@ def deployment_steps(
     store: SqlStore, inc: Incident, run: RunRecord | None, since: datetime, until: datetime
 ) -> list[Step]:
     """Deployments of the dataset's pipeline between ``since`` and ``until``, newest first."""
-    from signalfactory.consumption.rca import Step
-
     pipelines = {run.pipeline} if run is not None else set()
     if not pipelines:
         pipelines = {r.pipeline for r in store.list_runs(dataset_urn=inc.dataset_urn, limit=20)}

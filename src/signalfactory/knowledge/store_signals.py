@@ -147,6 +147,30 @@ class SignalsStoreMixin:
 
     # run history in time windows (for the engines)
 
+    def list_events_of(
+        self,
+        dataset_urns: Iterable[str],
+        since: datetime | None = None,
+        until: datetime | None = None,
+        event_types: Iterable[str] | None = None,
+    ) -> list[LifecycleEvent]:
+        """Like :meth:`list_events_between` for many datasets at once (in batches of 500),
+        oldest first: one query where a root-cause walk would otherwise make hundreds."""
+        urns = sorted(set(dataset_urns))
+        t = m.lifecycle_events
+        found: list[LifecycleEvent] = []
+        for i in range(0, len(urns), 500):
+            where: list[ColumnElement[bool]] = [t.c.dataset_urn.in_(urns[i : i + 500])]
+            if event_types is not None:
+                where.append(t.c.event_type.in_([str(e) for e in event_types]))
+            if since is not None:
+                where.append(t.c.timestamp >= m.to_utc(since))
+            if until is not None:
+                where.append(t.c.timestamp <= m.to_utc(until))
+            rows = self._select(t, *where, order_by=(t.c.timestamp, t.c.seq))
+            found.extend(m.from_row(LifecycleEvent, r) for r in rows)
+        return sorted(found, key=lambda e: e.timestamp)
+
     def list_events_between(
         self,
         dataset_urn: str,
