@@ -24,7 +24,6 @@ from signalfactory.knowledge import lineage
 from signalfactory.knowledge.store import SqlStore
 
 
-
 def when(ts: datetime | None) -> str:
     return "an unknown time" if ts is None else ts.strftime("%Y-%m-%d %H:%M UTC")
 

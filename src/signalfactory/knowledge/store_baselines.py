@@ -10,21 +10,19 @@ overwritten, so the history of a baseline is kept. The document is stored as it 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Table, func, insert, select
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql import ColumnElement
 
 from signalfactory.core.errors import StoreError
 from signalfactory.core.records import utcnow
 from signalfactory.knowledge import models as m
 from signalfactory.knowledge.models_baselines import baselines
+from signalfactory.knowledge.plumbing import StorePlumbing
 
 __all__ = ["BaselinesStoreMixin", "StoredBaseline"]
 
@@ -50,23 +48,8 @@ class StoredBaseline:
     created_at: datetime = field(default_factory=utcnow)
 
 
-class BaselinesStoreMixin:
+class BaselinesStoreMixin(StorePlumbing):
     """Methods of ``SqlStore`` for dataset profiles (baseline.json)."""
-
-    display_url: str
-
-    if TYPE_CHECKING:  # provided by SqlStore
-
-        def _conn(self, *, write: bool = False) -> AbstractContextManager[Connection]: ...
-
-        def _select(
-            self,
-            table: Table,
-            *where: ColumnElement[bool],
-            newest_first: bool = False,
-            limit: int = 0,
-            order_by: Sequence[ColumnElement[Any]] = (),
-        ) -> list[RowMapping]: ...
 
     def put_baseline(
         self,

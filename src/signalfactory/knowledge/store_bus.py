@@ -23,9 +23,8 @@ Bus times are wall-clock UTC (``datetime.now(UTC)``), not the simulated clock of
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -35,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from signalfactory.core.errors import ConfigError
 from signalfactory.knowledge import models_bus as mb
+from signalfactory.knowledge.plumbing import StorePlumbing
 
 __all__ = ["BusEntry", "BusStoreMixin"]
 
@@ -50,14 +50,8 @@ class BusEntry(NamedTuple):
     envelope: dict[str, Any]
 
 
-class BusStoreMixin:
+class BusStoreMixin(StorePlumbing):
     """Methods of ``SqlStore`` for the embedded evidence bus (tables of ``models_bus``)."""
-
-    display_url: str
-
-    if TYPE_CHECKING:  # provided by SqlStore
-
-        def _conn(self, *, write: bool = False) -> AbstractContextManager[Connection]: ...
 
     def bus_append(self, envelope: Mapping[str, Any]) -> bool:
         """Append one CloudEvents envelope (``to_dict`` form); ``False`` if its id was there."""

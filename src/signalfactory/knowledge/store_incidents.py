@@ -10,15 +10,12 @@ for the same cause is refused with a ``Terminal`` error naming the one already o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Table, update
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy import update
 from sqlalchemy.sql import ColumnElement
 
 from signalfactory.core.errors import ConfigError, NotFoundError
@@ -26,6 +23,7 @@ from signalfactory.core.observability import Deployment, Incident, IncidentStatu
 from signalfactory.core.records import _plain, new_id, utcnow
 from signalfactory.knowledge import models as m
 from signalfactory.knowledge import models_incidents as mi
+from signalfactory.knowledge.plumbing import StorePlumbing
 
 __all__ = ["AlertDelivery", "AlertEvent", "DeliveryStatus", "IncidentsStoreMixin"]
 
@@ -65,25 +63,8 @@ class AlertDelivery:
         return {k: _plain(v) for k, v in asdict(self).items()}
 
 
-class IncidentsStoreMixin:
+class IncidentsStoreMixin(StorePlumbing):
     """Methods of ``SqlStore`` for incidents, alert deliveries and deployments."""
-
-    display_url: str
-
-    if TYPE_CHECKING:  # provided by SqlStore
-
-        def _conn(self, *, write: bool = False) -> AbstractContextManager[Connection]: ...
-
-        def _insert(self, table: Table, row: dict[str, Any], what: str, fix: str = ...) -> None: ...
-
-        def _select(
-            self,
-            table: Table,
-            *where: ColumnElement[bool],
-            newest_first: bool = False,
-            limit: int = 0,
-            order_by: Sequence[ColumnElement[Any]] = (),
-        ) -> list[RowMapping]: ...
 
     # incidents
 

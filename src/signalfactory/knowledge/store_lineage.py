@@ -12,13 +12,11 @@ the materialised dataset→dataset adjacency (``lineage_dataset_edges``) on SQLi
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Table, or_, select, text
-from sqlalchemy.engine import Connection, RowMapping
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy import or_, select, text
+from sqlalchemy.engine import RowMapping
 
 from signalfactory.core.records import LifecycleEvent, utcnow
 from signalfactory.knowledge import models as m
@@ -31,6 +29,7 @@ from signalfactory.knowledge.lineage_records import (
     signature_node_id,
     split_node_id,
 )
+from signalfactory.knowledge.plumbing import StorePlumbing
 from signalfactory.knowledge.store_lineage_write import (
     bulk,
     existing,
@@ -80,23 +79,8 @@ LEFT JOIN lineage_nodes n ON n.node_id = b.node
 """
 
 
-class LineageStoreMixin:
+class LineageStoreMixin(StorePlumbing):
     """Methods of ``SqlStore`` for the lineage graph (OpenLineage runs, datasets, jobs, edges)."""
-
-    display_url: str
-
-    if TYPE_CHECKING:  # provided by SqlStore
-
-        def _conn(self, *, write: bool = False) -> AbstractContextManager[Connection]: ...
-
-        def _select(
-            self,
-            table: Table,
-            *where: ColumnElement[bool],
-            newest_first: bool = False,
-            limit: int = 0,
-            order_by: Sequence[ColumnElement[Any]] = (),
-        ) -> list[RowMapping]: ...
 
     # writes
 

@@ -12,17 +12,14 @@ holds the stale values, so of two takers exactly one changes it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql import ColumnElement
 
 from signalfactory.core.errors import ConfigError, NotFoundError, StoreError
 from signalfactory.core.records import (
@@ -34,6 +31,7 @@ from signalfactory.core.records import (
     utcnow,
 )
 from signalfactory.knowledge import models as m
+from signalfactory.knowledge.plumbing import StorePlumbing
 
 __all__ = ["RuntimeStoreMixin"]
 
@@ -43,27 +41,8 @@ _LEASE_ATTEMPTS = 20
 _PROGRESS_FLOATS = ("rows_per_s", "rss_mb", "cpu_pct")
 
 
-class RuntimeStoreMixin:
+class RuntimeStoreMixin(StorePlumbing):
     """Checkpoints, progress, dead letters and leases of the ``MetadataStore`` protocol."""
-
-    display_url: str
-
-    if TYPE_CHECKING:  # provided by SqlStore
-
-        def _conn(self, *, write: bool = False) -> AbstractContextManager[Connection]: ...
-
-        def _insert(self, table: Table, row: dict[str, Any], what: str, fix: str = ...) -> None: ...
-
-        def _upsert(self, table: Table, row: dict[str, Any], key: str) -> None: ...
-
-        def _select(
-            self,
-            table: Table,
-            *where: ColumnElement[bool],
-            newest_first: bool = False,
-            limit: int = 0,
-            order_by: Sequence[ColumnElement[Any]] = (),
-        ) -> list[RowMapping]: ...
 
     # checkpoints
 

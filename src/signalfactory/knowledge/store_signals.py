@@ -6,13 +6,10 @@ Like :mod:`signalfactory.knowledge.store_runtime`, it relies on the plumbing of 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, func, insert, select
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement
 
@@ -21,29 +18,15 @@ from signalfactory.core.observability import Signal, SignalKind, SignalState
 from signalfactory.core.records import LifecycleEvent
 from signalfactory.knowledge import models as m
 from signalfactory.knowledge.models_signals import signals as _signals
+from signalfactory.knowledge.plumbing import StorePlumbing
 
 __all__ = ["SignalsStoreMixin"]
 
 _MAX_LIMIT = 100_000
 
 
-class SignalsStoreMixin:
+class SignalsStoreMixin(StorePlumbing):
     """Methods of ``SqlStore`` for signal evaluations."""
-
-    display_url: str
-
-    if TYPE_CHECKING:  # provided by SqlStore
-
-        def _conn(self, *, write: bool = False) -> AbstractContextManager[Connection]: ...
-
-        def _select(
-            self,
-            table: Table,
-            *where: ColumnElement[bool],
-            newest_first: bool = False,
-            limit: int = 0,
-            order_by: Sequence[ColumnElement[Any]] = (),
-        ) -> list[RowMapping]: ...
 
     # signals
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -17,7 +18,15 @@ import pyarrow.dataset as pads
 
 from signalfactory.core.faults import crash_point
 from signalfactory.core.protocols import MetadataStore
-from signalfactory.core.records import GateResult, QuarantineRecord, RunRecord, Stage
+from signalfactory.core.records import (
+    CertificationState,
+    CertificationStatus,
+    GateResult,
+    QuarantineRecord,
+    RunRecord,
+    Stage,
+    Transition,
+)
 from signalfactory.enforcement.catalog import G3_SCHEMA
 from signalfactory.enforcement.checks import REASONS
 from signalfactory.enforcement.outcomes import Decision
@@ -207,3 +216,45 @@ def publish(
             commits["certified"] = result
             certified_rows = result.rows
     return Published(commits, table, path, rows_quarantined, certified_rows)
+
+
+def record_certification(
+    store: MetadataStore,
+    run: RunRecord,
+    certified_path: str,
+    previous: CertificationState | None,
+    status: CertificationStatus,
+    version: int | None,
+    certified_at: datetime | None,
+    *,
+    held: bool,
+    actor: str,
+) -> CertificationState:
+    """Record where the certified view stands after ``run``, and the move in the audit trail.
+
+    A held run keeps the previous state's version and time and only records its status.
+    """
+    if certified_at is not None or previous is None:
+        state = CertificationState(
+            dataset_urn=run.dataset_urn,
+            certification_status=status,
+            certified_version=version,
+            last_certified_at=certified_at,
+            last_run_id=run.run_id,
+            path=certified_path,
+        )
+    else:
+        state = replace(previous, certification_status=status, last_run_id=run.run_id)
+    store.put_certification(state)
+    previous_version = previous.certified_version if previous else None
+    store.append_transition(
+        Transition(
+            subject=run.dataset_urn,
+            from_status=str(previous.certification_status) if previous else None,
+            to_status=str(status),
+            actor=actor,
+            reason=f"run {run.run_id}: certified version {version}"
+            + (f" held at v{previous_version}" if held else ""),
+        )
+    )
+    return state

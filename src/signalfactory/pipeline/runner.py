@@ -62,7 +62,7 @@ from signalfactory.pipeline.leases import Heartbeat, claim, owner_id, wait_for
 from signalfactory.pipeline.limits import Watchdog, check_before_start
 from signalfactory.pipeline.paths import DatasetPaths
 from signalfactory.pipeline.progress import Listener, ProgressTracker, finish_progress
-from signalfactory.pipeline.publish import Published, publish
+from signalfactory.pipeline.publish import Published, publish, record_certification
 from signalfactory.pipeline.retrying import DeadLettered, Retried, RetryPolicy
 from signalfactory.pipeline.uniqueness import KeyStore, UniqueTracker
 from signalfactory.production.detect import fit_detectors
@@ -792,26 +792,14 @@ class PipelineRunner:
         held: bool,
     ) -> None:
         """Record where the certified view stands, and the move in the audit trail."""
-        if certified_at is not None or previous is None:
-            state = CertificationState(
-                dataset_urn=ctx.dataset.urn,
-                certification_status=status,
-                certified_version=version,
-                last_certified_at=certified_at,
-                last_run_id=ctx.run.run_id,
-                path=ctx.paths.certified,
-            )
-        else:
-            state = replace(previous, certification_status=status, last_run_id=ctx.run.run_id)
-        self.store.put_certification(state)
-        previous_version = previous.certified_version if previous else None
-        self.store.append_transition(
-            Transition(
-                subject=ctx.dataset.urn,
-                from_status=str(previous.certification_status) if previous else None,
-                to_status=str(status),
-                actor=ACTOR,
-                reason=f"run {ctx.run.run_id}: certified version {version}"
-                + (f" held at v{previous_version}" if held else ""),
-            )
+        record_certification(
+            self.store,
+            ctx.run,
+            ctx.paths.certified,
+            previous,
+            status,
+            version,
+            certified_at,
+            held=held,
+            actor=ACTOR,
         )

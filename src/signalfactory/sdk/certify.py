@@ -19,13 +19,12 @@ from signalfactory.core.records import (
     LifecycleEvent,
     LifecycleEventType,
     Stage,
-    Transition,
     utcnow,
 )
 from signalfactory.enforcement.catalog import CERTIFICATION
 from signalfactory.enforcement.outcomes import Decision
 from signalfactory.pipeline.alerts import build_alerts
-from signalfactory.pipeline.publish import Published
+from signalfactory.pipeline.publish import Published, record_certification
 from signalfactory.sdk.stages import Target
 
 ACTOR = "signalfactory.sdk"
@@ -47,30 +46,17 @@ def _certify(
     certified_at: datetime | None,
     held: bool,
 ) -> None:
-    """Record where the certified view stands, and the move in the audit trail."""
-    urn = target.dataset.urn
-    if certified_at is not None or previous is None:
-        state = CertificationState(
-            dataset_urn=urn,
-            certification_status=status,
-            certified_version=version,
-            last_certified_at=certified_at,
-            last_run_id=target.run.run_id,
-            path=target.paths.certified,
-        )
-    else:
-        state = replace(previous, certification_status=status, last_run_id=target.run.run_id)
-    target.store.put_certification(state)
-    previous_version = previous.certified_version if previous else None
-    target.store.append_transition(
-        Transition(
-            subject=urn,
-            from_status=str(previous.certification_status) if previous else None,
-            to_status=str(status),
-            actor=ACTOR,
-            reason=f"run {target.run.run_id}: certified version {version}"
-            + (f" held at v{previous_version}" if held else ""),
-        )
+    """Record where the certified view stands, exactly as a pipeline run does."""
+    record_certification(
+        target.store,
+        target.run,
+        target.paths.certified,
+        previous,
+        status,
+        version,
+        certified_at,
+        held=held,
+        actor=ACTOR,
     )
 
 
