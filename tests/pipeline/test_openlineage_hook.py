@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from openlineage.client.transport.transport import Transport
 from sqlalchemy import select
@@ -291,3 +292,24 @@ def test_an_unsupported_url_is_reported_not_raised() -> None:
         emitter.on_event(event)  # nothing raised
     assert emitter.client is None
     assert emitter._failed_once
+
+
+def test_failure_signatures_of_our_runs_join_the_graph(project: Project) -> None:
+    """A run whose gates fail links its signatures to the run, so every run that hit the
+    same failure can be found; a clean run links none."""
+    bad = orders(40, seed=4).with_columns(
+        pl.when(pl.int_range(pl.len()) < 3)
+        .then(pl.lit("FLASH_SALE"))
+        .otherwise(pl.col("order_type"))
+        .alias("order_type")
+    )
+    project.partition(DAY1, bad)
+    project.partition("2026-02-14", orders(40, seed=5, first_id=1000, day="2026-02-14"))
+    sf = project.open()
+    flagged = project.run(sf, DAY1).run  # 3 rows quarantined: DQ warns
+    clean = project.run(sf, "2026-02-14").run
+    runs = sf.store.lineage_runs_with_signature("UNKNOWN_ENUM:order_type:FLASH_SALE")
+    assert [r.run_id for r in runs] == [flagged.run_id]
+    linked = {row["signature_id"] for row in sf.store.lineage_signatures(flagged.run_id)}
+    assert "signature:UNKNOWN_ENUM:order_type:FLASH_SALE" in linked
+    assert sf.store.lineage_signatures(clean.run_id) == []

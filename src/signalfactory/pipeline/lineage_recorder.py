@@ -16,7 +16,14 @@ from typing import Any
 
 import structlog
 
-from signalfactory.core.records import Evidence, LifecycleEvent, LifecycleEventType, RunRecord
+from signalfactory.core.records import (
+    Evidence,
+    GateResult,
+    LifecycleEvent,
+    LifecycleEventType,
+    RunRecord,
+)
+from signalfactory.enforcement.catalog import CERTIFICATION
 from signalfactory.knowledge.lineage_ingest import event_key
 from signalfactory.knowledge.lineage_records import (
     DEFAULT_NAMESPACE,
@@ -128,7 +135,21 @@ class LineageRecorder:
             self.log.warning("lineage_record_failed", run_id=event.run_id, error=type(exc).__name__)
 
     def on_evidence(self, evidence: Evidence) -> None:
-        return None
+        """Failure signatures of failed or warned gates become graph nodes linked to the run,
+        so `lineage_runs_with_signature` finds every run that hit the same failure."""
+        if evidence.result is GateResult.PASS or evidence.gate == CERTIFICATION:
+            return
+        signatures = {s for s in (evidence.failure_signature, *evidence.failure_signatures) if s}
+        dataset = dataset_ref(evidence.dataset_urn, self.namespace).node_id
+        try:
+            for signature in sorted(signatures):
+                self.store.link_failure_signature(
+                    evidence.run_id, signature, dataset_id=dataset, at=evidence.timestamp
+                )
+        except Exception as exc:
+            self.log.warning(
+                "lineage_signature_failed", run_id=evidence.run_id, error=type(exc).__name__
+            )
 
     def on_alert(self, alert: Mapping[str, Any]) -> None:
         return None
