@@ -8,6 +8,10 @@
    receive − send. Reported: p50 / p95 / max in milliseconds.
 2. **Throughput**: publish N envelopes back to back (publish rate, events/s), then drain them
    with one consumer in batches of 100 with acks (consume rate, events/s).
+3. **Evidence → signal**: ``signalfactory watch --follow``'s loop (``processing.follow``) runs
+   on the bus against a store holding a registered dataset with freshness and volume SLOs and
+   ten days of commits; one envelope about that dataset is published at a time and the time
+   until its signals are evaluated and stored is recorded (p50 / p95).
 
 Redis and NATS are the local servers (``SIGNALFACTORY_TEST_REDIS_URL`` /
 ``SIGNALFACTORY_TEST_NATS_URL``, defaults 127.0.0.1:6379 and :4222); a bus that cannot be
@@ -157,6 +161,100 @@ def measure_throughput(bus: EvidenceBus, count: int) -> dict[str, Any]:
     }
 
 
+SIGNAL_URN = "ds://bench/orders"
+
+
+def _signal_store(folder: Path) -> Any:
+    """A store with one registered dataset and ten days of certified commits."""
+    from datetime import timedelta
+
+    from signalfactory.core.records import (
+        DatasetRecord,
+        LifecycleEvent,
+        LifecycleEventType,
+    )
+
+    store = open_store(f"sqlite:///{folder / 'signals.db'}")
+    spec = {
+        "urn": SIGNAL_URN,
+        "owner_team": "bench",
+        "tier": "TIER_1",
+        "storage": {"bronze": "b/", "silver": "s/", "gold": "g/"},
+        "slo": {
+            "freshness": {
+                "expected_update_by": "02:00 UTC daily",
+                "grace_period": "30m",
+                "partition_key": "dt",
+            },
+            "volume": {"anomaly_threshold_pct": 40},
+        },
+    }
+    store.put_dataset(DatasetRecord(SIGNAL_URN, "bench", "TIER_1", spec, {}, {}))
+    today = datetime.now(UTC).replace(hour=1, minute=0, second=0, microsecond=0)
+    for back in range(10, 0, -1):
+        day = today - timedelta(days=back)
+        dt = f"dt={(day - timedelta(days=1)).date()}"
+        run_id = f"run_bench_{back}"
+        for kind, payload in (
+            (LifecycleEventType.JOB_RUN_STARTED, {"partition": {"dt": dt[3:]}}),
+            (
+                LifecycleEventType.DATASET_WRITE_COMMITTED,
+                {"layer": "certified", "rows_written": 1000 + back, "partition_key": dt},
+            ),
+            (LifecycleEventType.JOB_RUN_COMPLETED, {"partition": {"dt": dt[3:]}}),
+        ):
+            store.add_event(LifecycleEvent(kind, run_id, SIGNAL_URN, payload, timestamp=day))
+    return store
+
+
+def measure_signal_latency(bus: EvidenceBus, count: int) -> dict[str, Any]:
+    """Publish one envelope at a time; time until ``follow`` has evaluated its dataset."""
+    import queue
+
+    from signalfactory.processing.follow import follow
+
+    with tempfile.TemporaryDirectory(prefix="sf-bench-signal-") as tmp:
+        store = _signal_store(Path(tmp))
+        done = threading.Event()
+        reports: queue.Queue[Any] = queue.Queue()
+        group = f"watch-{uuid.uuid4().hex[:8]}"
+
+        def loop() -> None:
+            for report in follow(store, bus, interval_s=3600, group=group, stop=done.is_set):
+                reports.put(report)
+
+        worker = threading.Thread(target=loop, name="bench-follow", daemon=True)
+        worker.start()
+        try:
+            assert reports.get(timeout=60).scope is None  # the first full pass
+            latencies_ms: list[float] = []
+            for n in range(count):
+                event = CloudEvent(
+                    id=f"sig-{uuid.uuid4().hex}",
+                    source="urn:signalfactory:run:bench",
+                    type=EVIDENCE_EVENT_TYPE,
+                    subject=SIGNAL_URN,
+                    time=datetime.now(UTC),
+                    data={"n": n},
+                )
+                sent = time.perf_counter()
+                bus.publish(event)
+                report = reports.get(timeout=60)
+                latencies_ms.append((time.perf_counter() - sent) * 1000)
+                assert report.scope == (SIGNAL_URN,)
+                assert report.signals
+        finally:
+            done.set()
+            worker.join(timeout=10)
+            store.close()
+    return {
+        "events": count,
+        "p50_ms": statistics.median(latencies_ms),
+        "p95_ms": _percentile(latencies_ms, 0.95),
+        "max_ms": max(latencies_ms),
+    }
+
+
 def run(quick: bool, only: tuple[str, ...] = BUSES) -> dict[str, Any]:
     """Measure every bus in ``only``; a bus that cannot be reached is marked skipped."""
     lat_n, rate, tp_n = QUICK if quick else FULL
@@ -168,6 +266,8 @@ def run(quick: bool, only: tuple[str, ...] = BUSES) -> dict[str, Any]:
                     "latency": measure_latency(bus, lat_n, rate),
                     "throughput": measure_throughput(bus, tp_n),
                 }
+            with open_bench_bus(name) as bus:
+                results[name]["signal"] = measure_signal_latency(bus, 30 if quick else 200)
         except BusUnavailable as exc:
             results[name] = {"skipped": exc.message}
     return results
@@ -177,14 +277,16 @@ def _print(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Evidence bus: evidence → consumer", title_justify="left")
-    for col in ("bus", "p50 ms", "p95 ms", "max ms", "publish/s", "consume+ack/s"):
+    table = Table(title="Evidence bus: evidence → consumer, and → signal", title_justify="left")
+    columns = ("bus", "p50 ms", "p95 ms", "max ms", "publish/s", "consume+ack/s",
+               "→ signal p50 ms", "→ signal p95 ms")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="left" if col == "bus" else "right")
     for name, row in results.items():
         if "skipped" in row:
-            table.add_row(name, "skipped", "", "", "", "")
+            table.add_row(name, "skipped", *[""] * (len(columns) - 2))
             continue
-        lat, tp = row["latency"], row["throughput"]
+        lat, tp, sig = row["latency"], row["throughput"], row["signal"]
         table.add_row(
             name,
             f"{lat['p50_ms']:.1f}",
@@ -192,8 +294,10 @@ def _print(results: dict[str, Any]) -> None:
             f"{lat['max_ms']:.1f}",
             f"{tp['publish_per_s']:,.0f}",
             f"{tp['consume_per_s']:,.0f}",
+            f"{sig['p50_ms']:.1f}",
+            f"{sig['p95_ms']:.1f}",
         )
-    console = Console()
+    console = Console(width=max(120, Console().width))
     console.print(table)
     for name, row in results.items():
         if "skipped" in row:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from signalfactory.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from signalfactory.processing.service import EvaluationReport
 
 signals_app = typer.Typer(
     help="Health signals: freshness, volume, schema drift, compliance (evaluate, list).",
@@ -104,22 +107,54 @@ def list_signals(
 def watch(
     interval: Annotated[float, typer.Option("--interval", min=1.0, help="seconds")] = 30.0,
     iterations: Annotated[
-        int, typer.Option("--iterations", min=0, help="stop after N passes (0 = forever)")
+        int, typer.Option("--iterations", min=0, help="stop after N evaluations (0 = forever)")
     ] = 0,
+    follow_bus: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="also evaluate a dataset as soon as its evidence arrives on the evidence bus "
+            "(SIGNALFACTORY_BUS_URL), not only every --interval seconds",
+        ),
+    ] = False,
 ) -> None:
     """Keep evaluating every policy every --interval seconds (default 30) until stopped."""
     from signalfactory.consumption.cli import _factory, _guard, console
+    from signalfactory.processing.alerting import sinks_from_settings
+    from signalfactory.processing.bus import open_backend
+    from signalfactory.processing.follow import follow
 
     done = 0
+
+    def show(report: EvaluationReport) -> None:
+        nonlocal done
+        scope = "all datasets" if report.scope is None else ", ".join(report.scope)
+        console.print(
+            f"{report.at:%H:%M:%S} {scope}: {len(report.signals)} signals, "
+            f"{len(report.breaches)} in breach, {len(report.changes)} incident changes, "
+            f"{report.alerts_sent} alerts sent",
+            highlight=False,
+        )
+        done += 1
+
     with _factory() as sf:
+        if follow_bus:
+            bus = _guard(lambda: open_backend(sf.settings.bus_url, store=sf.store))
+            try:
+                reports = follow(
+                    sf.store,
+                    bus,
+                    sinks_from_settings(sf.settings),
+                    interval_s=interval,
+                    stop=lambda: bool(iterations) and done >= iterations,
+                )
+                for report in reports:
+                    show(report)
+            finally:
+                bus.close()
+            return
         while True:
-            report = _guard(lambda: sf.evaluate_signals(datetime.now(UTC)))
-            stamp = report.at.strftime("%H:%M:%S")
-            console.print(
-                f"{stamp} {len(report.signals)} signals, {len(report.breaches)} in breach, "
-                f"{len(report.changes)} incident changes, {report.alerts_sent} alerts sent"
-            )
-            done += 1
+            show(_guard(lambda: sf.evaluate_signals(datetime.now(UTC))))
             if iterations and done >= iterations:
                 return
             time.sleep(interval)

@@ -8,7 +8,7 @@ need no waiting: the engines read history as of ``at``, never the wall clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +31,8 @@ class EvaluationReport:
     signals: tuple[Signal, ...]
     changes: tuple[IncidentChange, ...] = ()
     alerts_sent: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The datasets evaluated, or ``None`` for all of them.
+    scope: tuple[str, ...] | None = None
 
     @property
     def breaches(self) -> tuple[Signal, ...]:
@@ -44,6 +45,7 @@ class EvaluationReport:
             "breaches": len(self.breaches),
             "incident_changes": [c.to_dict() for c in self.changes],
             "alerts_sent": self.alerts_sent,
+            "scope": None if self.scope is None else list(self.scope),
         }
 
 
@@ -53,10 +55,15 @@ def _owner_lookup(store: SqlStore) -> Callable[[str], str | None]:
 
 
 def evaluate_once(
-    store: SqlStore, at: datetime, sinks: Sequence[AlertSink] = ()
+    store: SqlStore,
+    at: datetime,
+    sinks: Sequence[AlertSink] = (),
+    *,
+    datasets: Sequence[str] | None = None,
 ) -> EvaluationReport:
-    """Evaluate every policy at ``at``, store the signals, reconcile incidents, alert."""
-    signals = evaluate_all(store, at, skip_invalid=True)
+    """Evaluate every policy at ``at`` (or only those of ``datasets``), store the signals,
+    reconcile incidents, alert."""
+    signals = evaluate_all(store, at, datasets=datasets, skip_invalid=True)
     # Only stored signals (state changes and hourly breach reminders) reach incidents, so
     # every signal id an incident lists exists in the signals table.
     stored = record_signals(store, signals)
@@ -69,7 +76,8 @@ def evaluate_once(
     )
     deliveries = dispatch(store, changes, sinks) if sinks else []
     sent = sum(d.status is DeliveryStatus.DELIVERED for d in deliveries)
-    return EvaluationReport(at, tuple(signals), tuple(changes), sent)
+    scope = None if datasets is None else tuple(datasets)
+    return EvaluationReport(at, tuple(signals), tuple(changes), sent, scope)
 
 
 def _downstream(store: SqlStore, urn: str) -> list[str]:
