@@ -145,12 +145,19 @@ def _latest_per_partition(commits: Sequence[_Commit]) -> dict[str, _Commit]:
 
 
 def _baseline(policy: VolumePolicy, judged: _Commit, commits: Sequence[_Commit]) -> list[_Commit]:
-    start = judged.at - _span(policy)
-    earlier = [
-        c
-        for c in commits
-        if start <= c.at < judged.at and (c.partition is None or c.partition != judged.partition)
-    ]
+    span = _span(policy)
+    if judged.partition is not None:
+        # Partitioned data: the previous partitions by their date (D-7 … D-1 for a daily key),
+        # not by commit time, so a commit a few seconds later one day cannot drop a day.
+        first = judged.day - timedelta(days=span.days)
+        earlier = [
+            c
+            for c in commits
+            if c.at < judged.at and c.partition != judged.partition and first <= c.day < judged.day
+        ]
+    else:
+        start = judged.at - span
+        earlier = [c for c in commits if start <= c.at < judged.at and c.partition is None]
     keyed = _latest_per_partition(earlier)
     chosen = list(keyed.values()) + [c for c in earlier if c.partition is None]
     if policy.seasonality == "day_of_week":
