@@ -230,3 +230,15 @@ def test_only_serving_layer_commits_count_and_rewrites_supersede() -> None:
     fixed = _one(_volume([*events, rewrite]), "dt=2026-02-08")
     assert fixed.state is SignalState.OK
     assert fixed.run_id == "fix"
+
+
+def test_the_baseline_holds_the_seven_previous_partitions_whatever_the_commit_second() -> None:
+    """Daily commits drift by seconds; the baseline is chosen by partition date, so the one
+    seven days back is kept even when today's commit came a little later in the day."""
+    steady = [1000, 1010, 990, 1005, 995, 1000, 1002, 1000, 500]
+    events = _commits(steady)
+    today = events[-1]
+    events[-1] = _ev(COMMIT, "r8", today.timestamp + timedelta(seconds=3), **today.payload)
+    drop = _one(_volume(events), "dt=2026-02-09")
+    assert drop.breached
+    assert drop.details["baseline_samples"] == 7
