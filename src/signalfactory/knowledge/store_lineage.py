@@ -208,14 +208,9 @@ class LineageStoreMixin(StorePlumbing):
         hops: dict[str, tuple[int, str, str, list[str], list[str]]] = {}
         for node, level, job, via, namespace, name in rows:
             if node not in hops:
-                kind_ns_name = split_node_id(node)
-                hops[node] = (
-                    int(level),
-                    namespace if namespace is not None else kind_ns_name[1],
-                    name if name is not None else kind_ns_name[2],
-                    [],
-                    [],
-                )
+                if namespace is None or name is None:  # a node the graph only names by id
+                    _, namespace, name = split_node_id(node)
+                hops[node] = (int(level), namespace, name, [], [])
             _, _, _, jobs, vias = hops[node]
             if job not in jobs:
                 jobs.append(job)
