@@ -105,19 +105,25 @@ def _parquet_project(root: Any) -> Project:
 
 
 @pytest.mark.slow
-def test_out_of_process_workers_read_parquet_chunks_themselves(
+def test_workers_read_parquet_chunks_themselves(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Processes get ChunkRefs, never rows: the driver does not read a single chunk (its
+    """Engines get ChunkRefs, never rows: the driver does not read a single chunk (its
     ``read_chunks`` is broken here; spawned workers import their own), and the certified
-    table and evidence equal a sequential run's, which reads in the driver."""
+    table and evidence of processes and threads equal a sequential run's whose driver reads
+    the chunks and hands over the rows (the path of formats that cannot be sliced)."""
     project = _parquet_project(tmp_path / "project")
-    expected_rows, expected_evidence = _run_all(project, "home-sequential", "sequential")
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "plan_chunks", lambda *_a, **_k: None)
+        expected_rows, expected_evidence = _run_all(project, "home-sequential", "sequential")
 
     def no_driver_reads(*_args: Any, **_kwargs: Any) -> Any:
         raise AssertionError("the driver read chunks of a Parquet source")
 
     monkeypatch.setattr(runner, "read_chunks", no_driver_reads)
+    rows, evidence = _run_all(project, "home-threads", "threads")
+    assert rows.equals(expected_rows)
+    assert evidence == expected_evidence
     seen: list[Any] = []
     real_map = ProcessEngine.map
 

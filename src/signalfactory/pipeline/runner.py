@@ -513,9 +513,10 @@ class PipelineRunner:
             "allow_pickle": spec.source.allow_pickle,
             "key": spec.source.key,
         }
-        # Out of process, workers read their own chunks where the format allows (Parquet):
-        # the driver sends a few-byte ChunkRef instead of reading and shipping the rows.
-        refs = None if engine.in_process else plan_chunks(*source_args, **source_kwargs)
+        # Workers read their own chunks where the format allows (Parquet): the driver sends a
+        # few-byte ChunkRef instead of reading the rows and shipping them to another process,
+        # and holds no read-ahead chunks (in-process engines use less memory this way too).
+        refs = plan_chunks(*source_args, **source_kwargs)
         source: Iterator[Chunk | ChunkRef] = (
             refs if refs is not None else read_chunks(*source_args, **source_kwargs)
         )

@@ -8,6 +8,10 @@ file extension unless ``source.format`` names it. Pickle runs code from the file
 so it is refused unless the pipeline sets ``source.allow_pickle: true``.
 CSV lines with the wrong number of fields are not lost: they come with the chunk as malformed
 rows (line number and raw text) and are quarantined with reason ``MALFORMED_ROW``.
+
+``plan_chunks`` gives the same chunks of a Parquet source as ``ChunkRef`` values (file slices
+from the footers' row counts) that engine workers read themselves, so the driver never reads
+or ships the rows.
 """
 
 from __future__ import annotations
