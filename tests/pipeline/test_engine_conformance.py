@@ -162,3 +162,32 @@ def test_a_chunk_a_worker_cannot_read_fails_the_run_instead_of_dead_lettering(
     assert isinstance(result, ReadFailed)
     assert result.index == 1
     assert "cannot be read as Parquet" in result.message
+
+
+@pytest.fixture(scope="module")
+def parquet_reference(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Project, Any]]:
+    """The Parquet project run on sequential with the driver reading the rows."""
+    project = _parquet_project(tmp_path_factory.mktemp("parquet-engines") / "project")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "plan_chunks", lambda *_a, **_k: None)
+        expected = _run_all(project, "home-sequential", "sequential")
+    yield project, expected
+    project.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["dask", "ray"])
+def test_dask_and_ray_workers_read_parquet_chunks_to_the_same_result(
+    parquet_reference: tuple[Project, Any], engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, (expected_rows, expected_evidence) = parquet_reference
+
+    def no_driver_reads(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the driver read chunks of a Parquet source")
+
+    monkeypatch.setattr(runner, "read_chunks", no_driver_reads)
+    rows, evidence = _run_all(project, f"home-{engine}", engine)
+    assert rows.equals(expected_rows)
+    assert evidence == expected_evidence
