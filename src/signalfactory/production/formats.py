@@ -346,7 +346,7 @@ def _read_chunks(
 
 @dataclass(frozen=True, slots=True)
 class ChunkRef:
-    """Where a chunk's rows are, instead of the rows: an out-of-process worker reads them.
+    """Where a chunk's rows are, instead of the rows: the engine worker reads them itself.
 
     ``slices`` are ``(file, first row, row count)`` of Parquet files, in order; ``row`` is the
     ``_sf_row`` of the chunk's first row and ``columns`` the column order of the source's
