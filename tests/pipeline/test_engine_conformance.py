@@ -13,9 +13,23 @@ from typing import Any
 import polars as pl
 import pytest
 
-from factories import DAY1, DAY2, Project, certified_path, orders, read_table, set_rows
+from factories import (
+    DAY1,
+    DAY2,
+    Project,
+    certified_path,
+    orders,
+    pipeline_doc,
+    read_table,
+    set_rows,
+    write_source,
+)
 from signalfactory.api import SignalFactory
 from signalfactory.core.records import Evidence, RunStatus
+from signalfactory.pipeline import runner
+from signalfactory.pipeline.retrying import ReadFailed, Retried, RetryPolicy
+from signalfactory.production.engines import ProcessEngine
+from signalfactory.production.formats import Chunk, ChunkRef, plan_chunks
 
 ENGINES = ("threads", "processes", "dask", "ray")
 
@@ -71,5 +85,109 @@ def test_every_engine_certifies_the_same_rows_with_the_same_evidence(
     project, (expected_rows, expected_evidence) = reference
     rows, evidence = _run_all(project, f"home-{engine}", engine)
     assert rows.height == 5_500 + 3_200 - 3
+    assert rows.equals(expected_rows)
+    assert evidence == expected_evidence
+
+
+def _parquet_project(root: Any) -> Project:
+    """Two Parquet files per partition (a chunk spans both), defects and a cross-chunk
+    duplicate key, so workers read slices of several files and the ordered check runs."""
+    project = Project(root)
+    project.write(pipeline=pipeline_doc(fmt="parquet"))
+    day1 = orders(5_500, seed=5)
+    day1 = set_rows(day1, [10, 4_000], order_total=-3.0)
+    day1 = set_rows(day1, [4_500], order_id=11)
+    folder = project.root / "raw" / f"dt={DAY1}"
+    write_source(folder, day1.head(2_300), "parquet", name="a")
+    write_source(folder, day1.tail(3_200), "parquet", name="b")
+    project.partition(DAY2, orders(3_200, seed=6, first_id=10_000, day=DAY2), "parquet")
+    return project
+
+
+@pytest.mark.slow
+def test_workers_read_parquet_chunks_themselves(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engines get ChunkRefs, never rows: the driver does not read a single chunk (its
+    ``read_chunks`` is broken here; spawned workers import their own), and the certified
+    table and evidence of processes and threads equal a sequential run's whose driver reads
+    the chunks and hands over the rows (the path of formats that cannot be sliced)."""
+    project = _parquet_project(tmp_path / "project")
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "plan_chunks", lambda *_a, **_k: None)
+        expected_rows, expected_evidence = _run_all(project, "home-sequential", "sequential")
+
+    def no_driver_reads(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the driver read chunks of a Parquet source")
+
+    monkeypatch.setattr(runner, "read_chunks", no_driver_reads)
+    rows, evidence = _run_all(project, "home-threads", "threads")
+    assert rows.equals(expected_rows)
+    assert evidence == expected_evidence
+    seen: list[Any] = []
+    real_map = ProcessEngine.map
+
+    def spy(self: ProcessEngine, fn: Any, items: Any) -> Any:
+        def record(items: Any) -> Any:
+            for item in items:
+                seen.append(item)
+                yield item
+
+        return real_map(self, fn, record(items))
+
+    monkeypatch.setattr(ProcessEngine, "map", spy)
+    rows, evidence = _run_all(project, "home-processes", "processes")
+    project.close()
+    assert rows.height == 5_500 + 3_200 - 3
+    assert rows.equals(expected_rows)
+    assert evidence == expected_evidence
+    refs = [item for item in seen if isinstance(item, ChunkRef)]
+    assert [r.index for r in refs] == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
+    assert not any(isinstance(item, Chunk) for item in seen)
+    assert refs[2].slices == (
+        (str(project.root / "raw" / f"dt={DAY1}" / "a.parquet"), 2_000, 300),
+        (str(project.root / "raw" / f"dt={DAY1}" / "b.parquet"), 0, 700),
+    )
+
+
+def test_a_chunk_a_worker_cannot_read_fails_the_run_instead_of_dead_lettering(
+    tmp_path: Any,
+) -> None:
+    path = write_source(tmp_path, orders(1_500, seed=1), "parquet")
+    plan = plan_chunks([path], None, 1_000)
+    assert plan is not None
+    refs = list(plan)
+    path.unlink()
+    result = Retried(lambda chunk: chunk, RetryPolicy(attempts=3, backoff_s=0))(refs[1])
+    assert isinstance(result, ReadFailed)
+    assert result.index == 1
+    assert "cannot be read as Parquet" in result.message
+
+
+@pytest.fixture(scope="module")
+def parquet_reference(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Project, Any]]:
+    """The Parquet project run on sequential with the driver reading the rows."""
+    project = _parquet_project(tmp_path_factory.mktemp("parquet-engines") / "project")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "plan_chunks", lambda *_a, **_k: None)
+        expected = _run_all(project, "home-sequential", "sequential")
+    yield project, expected
+    project.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["dask", "ray"])
+def test_dask_and_ray_workers_read_parquet_chunks_to_the_same_result(
+    parquet_reference: tuple[Project, Any], engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, (expected_rows, expected_evidence) = parquet_reference
+
+    def no_driver_reads(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the driver read chunks of a Parquet source")
+
+    monkeypatch.setattr(runner, "read_chunks", no_driver_reads)
+    rows, evidence = _run_all(project, f"home-{engine}", engine)
     assert rows.equals(expected_rows)
     assert evidence == expected_evidence

@@ -25,7 +25,7 @@ from tenacity import (
 from signalfactory.core.errors import SignalFactoryError, Transient
 from signalfactory.enforcement.pii import PII_PATTERNS
 from signalfactory.pipeline.chunkflow import ChunkOutcome, Prepared
-from signalfactory.production.formats import Chunk
+from signalfactory.production.formats import Chunk, ChunkRef
 
 SAMPLE_ROWS = 5
 
@@ -39,6 +39,15 @@ class RetryPolicy:
     attempts: int = 3
     backoff_s: float = 0.2
     max_backoff_s: float = 10.0
+
+
+@dataclass
+class ReadFailed:
+    """A worker could not read the rows of a ``ChunkRef``: the run fails with this message,
+    as it does when the driver cannot read a chunk (no retries, no dead letter)."""
+
+    index: int
+    message: str
 
 
 @dataclass
@@ -86,10 +95,16 @@ class Retried:
         self.fn, self.policy = fn, policy
 
     def __call__(self, item: Any) -> Any:
-        if isinstance(item, DeadLettered):
+        if isinstance(item, DeadLettered | ReadFailed):
             return item
-        if isinstance(item, tuple) and item and isinstance(item[0], DeadLettered):
+        if isinstance(item, tuple) and item and isinstance(item[0], DeadLettered | ReadFailed):
             return item[0]
+        if isinstance(item, ChunkRef):
+            try:
+                item = item.read()
+            except Exception as exc:  # reading fails the run, as in the driver
+                message = exc.message if isinstance(exc, SignalFactoryError) else str(exc)
+                return ReadFailed(item.index, message or type(exc).__name__)
         attempts = 0
         retrying = Retrying(
             stop=stop_after_attempt(self.policy.attempts),

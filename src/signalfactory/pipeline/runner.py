@@ -23,7 +23,13 @@ import polars as pl
 import pyarrow as pa
 import structlog
 
-from signalfactory.core.errors import ConfigError, LimitExceeded, SignalFactoryError, Terminal
+from signalfactory.core.errors import (
+    ConfigError,
+    InputDataError,
+    LimitExceeded,
+    SignalFactoryError,
+    Terminal,
+)
 from signalfactory.core.faults import crash_point
 from signalfactory.core.protocols import MetadataStore
 from signalfactory.core.records import (
@@ -63,12 +69,12 @@ from signalfactory.pipeline.limits import Watchdog, check_before_start
 from signalfactory.pipeline.paths import DatasetPaths
 from signalfactory.pipeline.progress import Listener, ProgressTracker, finish_progress
 from signalfactory.pipeline.publish import Published, publish, record_certification
-from signalfactory.pipeline.retrying import DeadLettered, Retried, RetryPolicy
+from signalfactory.pipeline.retrying import DeadLettered, ReadFailed, Retried, RetryPolicy
 from signalfactory.pipeline.uniqueness import KeyStore, UniqueTracker
 from signalfactory.production.detect import fit_detectors
 from signalfactory.production.engines import EngineCache, check_engine, create_engine
 from signalfactory.production.exports import run_exports
-from signalfactory.production.formats import read_chunks
+from signalfactory.production.formats import Chunk, ChunkRef, plan_chunks, read_chunks
 from signalfactory.production.lake import table_schema
 from signalfactory.production.spec import PipelineSpec
 from signalfactory.production.steps import compile_steps
@@ -467,7 +473,7 @@ class PipelineRunner:
         def flagged(prepared: Iterator[Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
             # The ordered step between the two phases: engine.map yields in chunk order.
             for item in prepared:
-                if isinstance(item, DeadLettered):
+                if isinstance(item, DeadLettered | ReadFailed):
                     yield item, {}
                     continue
                 flags = {}
@@ -489,7 +495,9 @@ class PipelineRunner:
 
         dead: list[DeadLettered] = []
 
-        def checkpoint(outcome: ChunkOutcome | DeadLettered) -> ChunkOutcome | None:
+        def checkpoint(outcome: ChunkOutcome | DeadLettered | ReadFailed) -> ChunkOutcome | None:
+            if isinstance(outcome, ReadFailed):
+                raise InputDataError(outcome.message)
             if isinstance(outcome, DeadLettered):
                 dead.append(outcome)
                 self._dead_letter(ctx, outcome)
@@ -501,17 +509,19 @@ class PipelineRunner:
             watchdog.check()
             return outcome
 
-        chunks = (
-            c
-            for c in read_chunks(
-                ctx.files,
-                spec.source.format,
-                spec.chunk_size,
-                allow_pickle=spec.source.allow_pickle,
-                key=spec.source.key,
-            )
-            if c.index not in done
+        source_args = (ctx.files, spec.source.format, spec.chunk_size)
+        source_kwargs: dict[str, Any] = {
+            "allow_pickle": spec.source.allow_pickle,
+            "key": spec.source.key,
+        }
+        # Workers read their own chunks where the format allows (Parquet): the driver sends a
+        # few-byte ChunkRef instead of reading the rows and shipping them to another process,
+        # and holds no read-ahead chunks (in-process engines use less memory this way too).
+        refs = plan_chunks(*source_args, **source_kwargs)
+        source: Iterator[Chunk | ChunkRef] = (
+            refs if refs is not None else read_chunks(*source_args, **source_kwargs)
         )
+        chunks = (c for c in source if c.index not in done)
         try:
             policy = RetryPolicy(
                 spec.retries.attempts, spec.retries.backoff_s, spec.retries.max_backoff_s

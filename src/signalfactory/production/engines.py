@@ -4,9 +4,11 @@ An engine maps a function over chunks and yields results in input order. It keep
 ``max_workers + 1`` chunks in flight (2 × ``max_workers`` on Dask and Ray), so memory follows
 chunk size and worker count, not input size. ``sequential`` runs in the calling thread;
 ``threads`` uses a thread pool (polars and pyarrow release the GIL); ``processes`` a process
-pool (chunks travel as Arrow IPC); ``dask`` a ``dask.distributed`` cluster (a LocalCluster
+pool; ``dask`` a ``dask.distributed`` cluster (a LocalCluster
 unless an address is given) and ``ray`` a Ray cluster (local unless an address is given).
-Dask and Ray are optional extras.
+Dask and Ray are optional extras. The items are ``ChunkRef`` values where the source can be
+sliced (Parquet), which workers read themselves, and otherwise chunks of rows (pickled as
+Arrow IPC when they cross to another process).
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class _PoolEngine:
 
 
 class ThreadEngine(_PoolEngine):
-    """Runs chunks on a bounded thread pool; reading stays in the calling thread."""
+    """Runs chunks on a bounded thread pool."""
 
     name: str = "threads"
     in_process: bool = True

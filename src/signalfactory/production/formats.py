@@ -8,6 +8,10 @@ file extension unless ``source.format`` names it. Pickle runs code from the file
 so it is refused unless the pipeline sets ``source.allow_pickle: true``.
 CSV lines with the wrong number of fields are not lost: they come with the chunk as malformed
 rows (line number and raw text) and are quarantined with reason ``MALFORMED_ROW``.
+
+``plan_chunks`` gives the same chunks of a Parquet source as ``ChunkRef`` values (file slices
+from the footers' row counts) that engine workers read themselves, so the driver never reads
+or ships the rows.
 """
 
 from __future__ import annotations
@@ -248,10 +252,15 @@ def _align(
     """Files of one source must have the same columns; their order may differ."""
     if columns is None or batch.schema.names == columns:
         return batch
-    if sorted(batch.schema.names) == sorted(columns):
-        return batch.select(columns)
-    missing = sorted(set(columns) - set(batch.schema.names))
-    extra = sorted(set(batch.schema.names) - set(columns))
+    _check_columns(batch.schema.names, columns, path, first)
+    return batch.select(columns)
+
+
+def _check_columns(names: list[str], columns: list[str], path: Path, first: Path) -> None:
+    if sorted(names) == sorted(columns):
+        return
+    missing = sorted(set(columns) - set(names))
+    extra = sorted(set(names) - set(columns))
     raise InputDataError(
         f"{path} has other columns than {first} (the first file of this source): missing "
         f"{', '.join(missing) or 'none'}, extra {', '.join(extra) or 'none'}. All files of a "
@@ -273,6 +282,13 @@ def read_chunks(
     before any is read, so this raises ``ConfigError`` at once. ``key`` picks the table of an
     HDF5 file that holds several.
     """
+    kinds = _checked_kinds(files, fmt, allow_pickle, key)
+    return _read_chunks(files, kinds, chunk_size, key)
+
+
+def _checked_kinds(
+    files: Sequence[Path], fmt: str | None, allow_pickle: bool, key: str | None
+) -> list[str]:
     kinds = [detect_format(path, fmt) for path in files]
     for path, kind in zip(files, kinds, strict=True):
         if kind == "pickle" and not allow_pickle:
@@ -282,7 +298,7 @@ def read_chunks(
             f"source.key {key!r} picks a table inside an HDF5 file, but no input file is HDF5 "
             f"({', '.join(sorted(set(kinds)))}). Remove source.key."
         )
-    return _read_chunks(files, kinds, chunk_size, key)
+    return kinds
 
 
 def _read_chunks(
@@ -323,3 +339,106 @@ def _read_chunks(
         yield emit(frame)
     if malformed:
         yield emit(pl.DataFrame())
+
+
+# -- chunks by reference: workers read their own rows ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRef:
+    """Where a chunk's rows are, instead of the rows: the engine worker reads them itself.
+
+    ``slices`` are ``(file, first row, row count)`` of Parquet files, in order; ``row`` is the
+    ``_sf_row`` of the chunk's first row and ``columns`` the column order of the source's
+    first file. ``read`` gives the very ``Chunk`` that ``read_chunks`` gives for this index.
+    """
+
+    index: int
+    row: int
+    slices: tuple[tuple[str, int, int], ...]
+    columns: tuple[str, ...]
+    first: str
+
+    @property
+    def rows(self) -> int:
+        return sum(length for _, _, length in self.slices)
+
+    def read(self) -> Chunk:
+        rechunker = _Rechunker(self.rows)
+        frames: list[pl.DataFrame] = []
+        columns = list(self.columns)
+        for name, offset, length in self.slices:
+            path = Path(name)
+            try:
+                part = pl.scan_parquet(path).slice(offset, length).collect()
+            except (pa.ArrowInvalid, OSError, pl.exceptions.PolarsError) as exc:
+                raise InputDataError(f"{path}: cannot be read as Parquet ({exc}).") from None
+            if part.height != length:
+                raise InputDataError(
+                    f"{path}: has fewer rows than when the run started ({offset + part.height:,} "
+                    f"instead of at least {offset + length:,}); a source must not change while "
+                    "a run reads it."
+                )
+            for raw in part.to_arrow().to_batches():
+                frames.extend(rechunker.push(_align(raw, columns, path, Path(self.first))))
+        frames.extend(rechunker.flush())
+        (frame,) = frames
+        frame = frame.with_columns(
+            pl.int_range(self.row, self.row + frame.height, dtype=pl.Int64).alias(ROW_COLUMN)
+        )
+        return Chunk(index=self.index, df=frame, typed=True, exact_decimals=True)
+
+
+def plan_chunks(
+    files: Sequence[Path],
+    fmt: str | None,
+    chunk_size: int,
+    *,
+    allow_pickle: bool = False,
+    key: str | None = None,
+) -> Iterator[ChunkRef] | None:
+    """The chunks ``read_chunks`` would give, as ``ChunkRef`` values; None when the source
+    cannot be sliced without reading it (only Parquet can: its footer has the row counts).
+
+    Raises the same ``ConfigError`` as ``read_chunks`` at once; file errors come as the
+    plan reaches each file, like ``read_chunks``.
+    """
+    kinds = _checked_kinds(files, fmt, allow_pickle, key)
+    if not files or any(kind != "parquet" for kind in kinds):
+        return None
+    return _plan_parquet(files, chunk_size)
+
+
+def _plan_parquet(files: Sequence[Path], chunk_size: int) -> Iterator[ChunkRef]:
+    index = row = pending_rows = 0
+    pending: list[tuple[str, int, int]] = []
+    columns: list[str] | None = None
+
+    def ref() -> ChunkRef:
+        assert columns is not None
+        return ChunkRef(index, row, tuple(pending), tuple(columns), str(files[0]))
+
+    for path in files:
+        try:
+            total = pq.read_metadata(path).num_rows
+            names = pl.scan_parquet(path).collect_schema().names() if total else []
+        except (pa.ArrowInvalid, OSError, pl.exceptions.PolarsError) as exc:
+            raise InputDataError(f"{path}: cannot be read as Parquet ({exc}).") from None
+        if not total:
+            continue
+        if columns is None:
+            columns = names
+        elif names != columns:
+            _check_columns(names, columns, path, files[0])
+        offset = 0
+        while offset < total:
+            take = min(chunk_size - pending_rows, total - offset)
+            pending.append((str(path), offset, take))
+            pending_rows += take
+            offset += take
+            if pending_rows == chunk_size:
+                yield ref()
+                index, row = index + 1, row + pending_rows
+                pending, pending_rows = [], 0
+    if pending:
+        yield ref()
