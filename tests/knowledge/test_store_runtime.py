@@ -13,8 +13,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.pool import NullPool
-from tests.knowledge.test_store_conformance import HEAD
 
+from knowledge.test_store_conformance import HEAD
 from signalfactory.core.errors import ConfigError, NotFoundError, Terminal
 from signalfactory.core.protocols import MetadataStore
 from signalfactory.core.records import (
