@@ -32,7 +32,6 @@ from signalfactory.knowledge import SqlStore, open_store
 from signalfactory.pipeline.bootstrap import register, register_files
 from signalfactory.pipeline.hooks import LogAlerter, RunHook, StoreRecorder
 from signalfactory.pipeline.lineage_recorder import LineageRecorder
-from signalfactory.pipeline.openlineage_hook import OpenLineageEmitter
 from signalfactory.pipeline.progress import Listener
 from signalfactory.pipeline.queue import RunQueue, RunRequest
 from signalfactory.pipeline.runner import PipelineRunner, RunOutcome
@@ -48,6 +47,7 @@ from signalfactory.settings import Settings
 
 if TYPE_CHECKING:
     from signalfactory.consumption.rca import Explanation
+    from signalfactory.pipeline.openlineage_hook import OpenLineageEmitter
 
 
 class SignalFactory:
@@ -138,6 +138,9 @@ class SignalFactory:
         ]
         if self.settings.openlineage_url:
             if self._openlineage is None:
+                # Imported only when emission is on: openlineage-python costs ~0.2 s to load.
+                from signalfactory.pipeline.openlineage_hook import OpenLineageEmitter
+
                 self._openlineage = OpenLineageEmitter(
                     self.settings.openlineage_url, self.store, namespace
                 )

@@ -313,3 +313,20 @@ def test_failure_signatures_of_our_runs_join_the_graph(project: Project) -> None
     linked = {row["signature_id"] for row in sf.store.lineage_signatures(flagged.run_id)}
     assert "signature:UNKNOWN_ENUM:order_type:FLASH_SALE" in linked
     assert sf.store.lineage_signatures(clean.run_id) == []
+
+
+def test_openlineage_url_in_the_settings_turns_emission_on(
+    project: Project, tmp_path: Path
+) -> None:
+    """SignalFactory emits only when OPENLINEAGE_URL (settings.openlineage_url) is set."""
+    sink = tmp_path / "emitted.ndjson"
+    project.partition(DAY1, orders(20, seed=6))
+    quiet = project.open("quiet")
+    project.run(quiet, DAY1)
+    assert not sink.exists()
+    loud = project.open("loud")
+    loud.settings = loud.settings.model_copy(update={"openlineage_url": f"file://{sink}"})
+    run = project.run(loud, DAY1).run
+    events = lines(sink)
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    assert {e["job"]["name"] for e in events} == {run.pipeline}
