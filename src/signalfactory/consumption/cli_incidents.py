@@ -43,13 +43,13 @@ def _status(value: str) -> IncidentStatus | None:
         raise ConfigError(f"--status {value!r} is not one of open, resolved, all") from None
 
 
-def parse_instant(value: str, flag: str) -> datetime:
+def parse_instant(value: str, flag: str, example: str = "2026-02-15T07:15:00Z") -> datetime:
     """An ISO-8601 instant from the command line; a value without offset is taken as UTC."""
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(
-            f"{flag} {value!r} is not an ISO-8601 time; use e.g. {flag} 2026-02-15T07:15:00Z"
+            f"{flag} {value!r} is not an ISO-8601 time; use e.g. {flag} {example}"
         ) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from signalfactory.core.errors import ConfigError
-
 if TYPE_CHECKING:
     from signalfactory.processing.service import EvaluationReport
 
@@ -31,17 +29,12 @@ _STYLE = {"CRITICAL": "bold red", "WARNING": "yellow", "INFO": "dim"}
 
 
 def parse_at(value: str | None) -> datetime:
-    """``--at`` as a tz-aware UTC instant (naive values are UTC)."""
+    """``--at`` as a tz-aware UTC instant (naive values are UTC); now when not given."""
+    from signalfactory.consumption.cli_incidents import parse_instant
+
     if value is None:
         return datetime.now(UTC)
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(
-            f"--at: {value!r} is not an ISO time; use e.g. 2026-02-16T07:30:00Z or "
-            "2026-02-16T02:30:00-05:00"
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return parse_instant(value, "--at", example="2026-02-16T07:30:00Z")
 
 
 def _signals_table(signals: list[dict[str, object]]) -> Table:

@@ -75,7 +75,7 @@ def _signal_step(sig: Signal) -> Step:
 
 def _run_step(run: RunRecord) -> Step:
     state = str(run.status)
-    if run.certification_status is not None and run.status.value == "SUCCEEDED":
+    if run.status is RunStatus.SUCCEEDED:  # then it was CERTIFIED or HELD_AT_PREVIOUS
         state = f"{state}, {run.certification_status}"
     text = (
         f"run {run.run_id} of pipeline {run.pipeline} for "

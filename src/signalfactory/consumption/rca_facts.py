@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from signalfactory.core.errors import NotFoundError
@@ -63,13 +63,24 @@ def partition_of(event: LifecycleEvent) -> str | None:
     return None
 
 
+#: How far back the walk reads a dataset's lifecycle events (runs of the incident's partition
+#: and the names of the jobs writing it); a bounded, indexed read however long the history.
+HISTORY = timedelta(days=21)
+
+
+def _recent(
+    store: SqlStore, urn: str, kind: LifecycleEventType, until: datetime
+) -> list[LifecycleEvent]:
+    """``kind`` events of ``urn`` in the :data:`HISTORY` before ``until``, oldest first."""
+    return store.list_events_between(urn, since=until - HISTORY, until=until, event_types=[kind])
+
+
 def failures(
     store: SqlStore, node: str, partition: str, *, until: datetime
 ) -> list[LifecycleEvent]:
     """JobRunFailed events of runs writing ``partition`` of ``node``, oldest first."""
-    events = store.list_events(dataset_urn=node, event_type=LifecycleEventType.JOB_RUN_FAILED)
-    found = [e for e in events if e.timestamp <= until and partition_of(e) in (partition, None)]
-    return sorted(found, key=lambda e: e.timestamp)
+    events = _recent(store, node, LifecycleEventType.JOB_RUN_FAILED, until)
+    return [e for e in events if partition_of(e) in (partition, None)]
 
 
 def rows_per_partition(events: list[LifecycleEvent]) -> list[int]:
@@ -86,8 +97,14 @@ def latest_breach(store: SqlStore, inc: Incident) -> Signal | None:
     ids = set(inc.signal_ids)
     found = [
         s
-        for s in store.list_signals(dataset_urn=inc.dataset_urn, kind=inc.kind, limit=10_000)
-        if s.signal_id in ids and s.state is SignalState.BREACH
+        for s in store.list_signals(
+            dataset_urn=inc.dataset_urn,
+            kind=inc.kind,
+            state=SignalState.BREACH,
+            signature=inc.signature,
+            limit=10_000,
+        )
+        if s.signal_id in ids
     ]
     if not found:
         return None
@@ -158,8 +175,8 @@ def external_run(
     """The latest started and failed events of a run writing ``partition`` of ``urn``."""
     started = [
         e
-        for e in store.list_events(dataset_urn=urn, event_type=LifecycleEventType.JOB_RUN_STARTED)
-        if e.timestamp <= at and partition_of(e) in (partition, None)
+        for e in _recent(store, urn, LifecycleEventType.JOB_RUN_STARTED, at)
+        if partition_of(e) in (partition, None)
     ]
     failed = failures(store, urn, partition, until=at) if partition is not None else []
     last_start = max(started, key=lambda e: e.timestamp) if started else None
@@ -209,26 +226,28 @@ def deployment_steps(
     if not pipelines:
         pipelines = {r.pipeline for r in store.list_runs(dataset_urn=inc.dataset_urn, limit=20)}
     if not pipelines:  # jobs we do not run (SDK, OpenLineage): the names their events carry
-        started = store.list_events(
-            dataset_urn=inc.dataset_urn, event_type=LifecycleEventType.JOB_RUN_STARTED
-        )
+        started = _recent(store, inc.dataset_urn, LifecycleEventType.JOB_RUN_STARTED, until)
         for e in started[-20:]:
             name = e.payload.get("pipeline") or e.payload.get("job_name")
             if name:
                 pipelines.add(str(name))
     steps = []
-    for dep in store.list_deployments():
-        if dep.pipeline in pipelines and since <= dep.recorded_at <= until:
-            note = f" ({dep.note})" if dep.note else ""
-            hours = (until - dep.recorded_at).total_seconds() / 3600
-            steps.append(
-                Step(
-                    "deployment",
-                    dep.deploy_ref,
-                    f"deploy {dep.deploy_ref} of pipeline {dep.pipeline}{note} at "
-                    f"{dep.recorded_at:%Y-%m-%d %H:%M} UTC, {hours:.1f} h before",
-                    dep.recorded_at,
-                    dep.to_dict(),
-                )
+    found = [
+        dep
+        for p in sorted(pipelines)
+        for dep in store.list_deployments(p, since=since, until=until)
+    ]
+    for dep in found:
+        note = f" ({dep.note})" if dep.note else ""
+        hours = (until - dep.recorded_at).total_seconds() / 3600
+        steps.append(
+            Step(
+                "deployment",
+                dep.deploy_ref,
+                f"deploy {dep.deploy_ref} of pipeline {dep.pipeline}{note} at "
+                f"{dep.recorded_at:%Y-%m-%d %H:%M} UTC, {hours:.1f} h before",
+                dep.recorded_at,
+                dep.to_dict(),
             )
+        )
     return sorted(steps, key=lambda s: s.at or until, reverse=True)
