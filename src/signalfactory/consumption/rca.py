@@ -29,7 +29,7 @@ from signalfactory.consumption.rca_facts import Step, when
 from signalfactory.consumption.rca_upstream import walk_upstream
 from signalfactory.core.errors import NotFoundError
 from signalfactory.core.observability import Incident, Signal, SignalKind
-from signalfactory.core.records import LifecycleEvent, RunRecord
+from signalfactory.core.records import LifecycleEvent, RunRecord, RunStatus
 from signalfactory.knowledge.store import SqlStore
 
 __all__ = ["Explanation", "Step", "explain"]
