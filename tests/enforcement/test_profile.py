@@ -192,3 +192,41 @@ def test_errors_name_the_path_and_the_fix(tmp_path: Path) -> None:
         profile_table(tmp_path / "x.xlsx")
     with pytest.raises(ConfigError, match="partition column"):
         profile_frame(pl.DataFrame({"a": [1]}), source="t", partition_columns=["dt"])
+
+
+def test_an_estimating_profile_keeps_exact_counts_and_estimates_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from signalfactory.enforcement import profile
+
+    data = rows(7, 20_000, DAYS[0])
+    df = frame(data)
+    exact = profile_frame(df, source="t", partition_columns=["dt"])
+    # Below the sample size nothing is estimated: the same figures as an exact profile.
+    small = profile_frame(df, source="t", partition_columns=["dt"], exact=False)
+    assert small.columns == exact.columns
+    assert small.partitions == exact.partitions
+    monkeypatch.setattr(profile, "SAMPLE_ROWS", 1_000)
+    est = profile_frame(df, source="t", partition_columns=["dt"], exact=False)
+    assert est.row_count == exact.row_count
+    assert est.partitions == exact.partitions
+    for name in ("id", "amount", "kind", "code"):
+        e, x = est.columns[name], exact.columns[name]
+        assert e.null_count == x.null_count  # counts stay exact
+        assert abs(e.distinct_count - x.distinct_count) <= 0.1 * x.distinct_count
+    amounts = [a for a in data["amount"] if a is not None]
+    num, ref = est.columns["amount"].numeric, exact.columns["amount"].numeric
+    assert num is not None
+    assert ref is not None
+    assert (num.min, num.max) == (min(amounts), max(amounts))
+    assert num.mean == pytest.approx(statistics.fmean(amounts))
+    assert num.std == pytest.approx(statistics.pstdev(amounts))
+    spread = ref.p99 - ref.p01
+    for key in ("p01", "p25", "p50", "p75", "p99"):  # every 20th row: close, not equal
+        assert abs(getattr(num, key) - getattr(ref, key)) <= 0.05 * spread
+    assert not est.columns["amount"].exact
+    assert not est.columns["code"].exact
+    # Enum sets are exact, and say so.
+    assert est.columns["kind"].enum_values == tuple(sorted(KINDS))
+    assert est.columns["kind"].exact
+    assert est.columns["kind"].distinct_count == len(KINDS)

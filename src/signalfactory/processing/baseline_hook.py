@@ -6,7 +6,10 @@ from the certified Delta table the store names) and stores the baseline rolled f
 next version, with what the partition changed (new enum values, added/removed/retyped fields,
 null rates) so the drift and data-quality signals can name it. When the dataset has no baseline
 yet, or only one profiled from other files (``signalfactory profile --from-path`` at
-bootstrap), the whole certified table is profiled instead. With ``baselines_dir`` the baseline
+bootstrap), the whole certified table is profiled instead. A partition of more than
+``SAMPLE_ROWS`` rows is profiled with estimated distinct counts and sampled quantiles
+(``profile_frame(exact=False)``): a run must not spend longer profiling its output than
+writing it; ``signalfactory profile`` gives exact figures. With ``baselines_dir`` the baseline
 is also written to ``<baselines_dir>/<dataset name>/baseline.json``.
 
 It never raises into the run: any failure is logged (with the run id and the error type) and
@@ -123,6 +126,7 @@ class BaselineRoller:
                 state.path,
                 dataset_urn=run.dataset_urn,
                 enum_max_distinct=self.enum_max_distinct,
+                exact=False,
             )
             diff: dict[str, Any] = {"partitions": sorted(baseline.partitions), "initial": True}
         else:
@@ -132,6 +136,7 @@ class BaselineRoller:
                 dataset_urn=run.dataset_urn,
                 partition=run.partition,
                 enum_max_distinct=before.enum_max_distinct,
+                exact=False,
             )
             diff = changes(before, part)
             baseline = roll_forward(before, part)
