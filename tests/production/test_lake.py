@@ -18,7 +18,16 @@ import pyarrow.dataset as pads
 import pytest
 from deltalake import DeltaTable
 
-from factories import DAY1, DAY2, URN, Project, certified_path, orders, set_rows
+from factories import (
+    DAY1,
+    DAY2,
+    URN,
+    Project,
+    certified_path,
+    orders,
+    pipeline_doc,
+    set_rows,
+)
 from signalfactory.production import lake
 from signalfactory.production.lake import StagedLayer, commit_layer
 from signalfactory.production.maintenance import disk_files, maintain_table
@@ -182,9 +191,15 @@ def test_a_run_links_gold_into_the_certified_table(project: Project) -> None:
     gold = certified.replace("gold_certified", "gold")
     bronze = certified.replace("gold_certified", "bronze")
 
-    # The certified table's files are gold's files (same inodes), and nothing else is on disk.
-    assert inodes(data_files(certified)) == inodes(data_files(gold))
-    for path in (bronze, gold, certified):
+    silver = certified.replace("gold_certified", "silver")
+    # No gold steps and no gold row failed: gold is silver as staged, so silver, gold and the
+    # certified table share one set of files (same inodes); bronze has files of its own.
+    assert inodes(data_files(certified)) == inodes(data_files(gold)) == inodes(data_files(silver))
+    assert inodes(data_files(bronze)).isdisjoint(inodes(data_files(silver)))
+    # Row numbers trace rows in bronze (and quarantine), not in silver and after.
+    assert "_sf_row" in pl.read_delta(bronze).columns
+    assert not [c for c in pl.read_delta(silver).columns if c.startswith("_sf_")]
+    for path in (bronze, silver, gold, certified):
         assert sorted(map(str, disk_files(path))) == sorted(data_files(path))
         assert all(Path(f).name.startswith(f"sf-{run.run_id}-") for f in data_files(path))
     assert DeltaTable(certified).count() == run.rows_written == 2498
@@ -209,3 +224,21 @@ def test_maintenance_removes_files_a_commit_never_took(tmp_path: Path) -> None:
     assert not orphan.exists()
     assert f"dt={DAY1}/{orphan.name}" in done.vacuumed
     assert pl.read_delta(path).height == 10
+
+
+def test_a_gold_step_gives_gold_files_of_its_own(project: Project) -> None:
+    project.write(
+        pipeline=pipeline_doc(gold=[{"sql": "SELECT *, order_total * 2 AS doubled FROM batch"}])
+    )
+    project.partition(DAY1, orders(1200, seed=2))
+    sf = project.open()
+    run = project.run(sf).run
+    certified = certified_path(sf)
+    gold = certified.replace("gold_certified", "gold")
+    silver = certified.replace("gold_certified", "silver")
+
+    assert inodes(data_files(certified)) == inodes(data_files(gold))
+    assert inodes(data_files(gold)).isdisjoint(inodes(data_files(silver)))
+    assert "doubled" in pl.read_delta(gold).columns
+    assert "doubled" not in pl.read_delta(silver).columns
+    assert DeltaTable(certified).count() == run.rows_written == 1200

@@ -125,6 +125,15 @@ class Staging:
         return StagedLayer(self.bronze.folder.parent / "handoff")
 
 
+#: Suffix of the handoff file that keeps a chunk's silver rows (with their system columns)
+#: for a gold phase that runs after the whole silver layer (gold detect steps).
+_GOLD_INPUT = "-gold-input"
+
+
+def _without_system(df: pl.DataFrame) -> pl.DataFrame:
+    return df.drop([c for c in df.columns if c.startswith(SYSTEM_PREFIX)])
+
+
 def discard_unfinished(folder: Path, done: set[int]) -> None:
     """Before resuming: drop staged files of chunks that have no checkpoint."""
     if not folder.is_dir():
@@ -345,9 +354,13 @@ class ChunkProcessor:
         silver = self._split(silver, built["silver_rules"], Stage.SILVER, (G4_CONTRACT, DQ), out)
         silver = silver.drop([c for c in silver.columns if c.startswith(DUP_PREFIX)])
         silver = self._pii(silver, out)
-        self.staging.silver.write(out.index, silver)
+        # System columns (_sf_row, …) trace rows in bronze and quarantine; silver, gold and
+        # certified hold the data's own columns (so an identity gold can share silver's files).
+        self.staging.silver.write(out.index, _without_system(silver))
         out.rows_silver = silver.height
         out.seconds["silver"] = out.seconds.get("silver", 0.0) + time.perf_counter() - clock
+        if silver_only:  # gold runs later over this frame, row numbers and all
+            self.staging.handoff.write(out.index, silver, suffix=_GOLD_INPUT)
         result = out if silver_only else self._gold(out, silver)
         if prepared.frame_path is not None:  # only once the work succeeded: retries reread it
             (Path(prepared.frame_path) / f"part-{out.index:07d}.parquet").unlink(missing_ok=True)
@@ -368,10 +381,12 @@ class ChunkProcessor:
 
     def finish_gold(self, out: ChunkOutcome) -> ChunkOutcome:
         """The gold half of ``finish``, over the chunk's staged silver part."""
-        path = self.staging.silver.folder / f"part-{out.index:07d}.parquet"
+        path = self.staging.handoff.folder / f"part-{out.index:07d}{_GOLD_INPUT}.parquet"
         if out.broken or not path.is_file():
             return out
-        return self._gold(out, pl.read_parquet(path))
+        result = self._gold(out, pl.read_parquet(path))
+        path.unlink()  # only once the work succeeded: retries reread it
+        return result
 
     def _gold(self, out: ChunkOutcome, silver: pl.DataFrame) -> ChunkOutcome:
         built = self._build()
@@ -390,10 +405,19 @@ class ChunkProcessor:
         gold_contract = GateTally(stage=Stage.GOLD, gate=G4_CONTRACT)
         self._missing_required(gold, gold_contract)
         out.tallies.append(gold_contract)
+        before_rules = gold.height
         gold = self._split(gold, built["gold_rules"], Stage.GOLD, self.gold_gates, out)
-        # System columns (_sf_row, …) stay in bronze/silver for tracing, not in gold/certified.
-        gold = gold.drop([c for c in gold.columns if c.startswith(SYSTEM_PREFIX)])
-        self.staging.gold.write(out.index, gold)
+        gold = _without_system(gold)
+        if (
+            not self.gold_specs
+            and gold.height == before_rules == silver.height
+            and gold.schema == _without_system(silver).schema
+        ):
+            # Gold is silver as staged (no gold steps, no gold row failed): link its file
+            # instead of encoding the same rows again.
+            self.staging.gold.link_from(self.staging.silver, out.index, gold.height)
+        else:
+            self.staging.gold.write(out.index, gold)
         out.rows_gold = gold.height
         out.seconds["gold"] = time.perf_counter() - clock
         return out

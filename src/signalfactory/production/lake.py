@@ -116,6 +116,29 @@ class StagedLayer:
         self.folder.mkdir(parents=True, exist_ok=True)
         replace_parquet(df, self.folder / f"part-{index:07d}{suffix}.parquet")
 
+    def link_from(self, other: StagedLayer, index: int, rows: int) -> None:
+        """Stage chunk ``index`` as the very file ``other`` staged for it (same rows, same
+        columns): a new hard link, or a copy where linking is impossible. ``rows`` is what
+        the caller expects the file to hold; a file that does not exist or differs is an
+        error, never a silent empty layer."""
+        if rows == 0:
+            return
+        name = f"part-{index:07d}.parquet"
+        source, target = other.folder / name, self.folder / name
+        found = pq.ParquetFile(source).metadata.num_rows if source.is_file() else None
+        if found != rows:
+            raise RuntimeError(
+                f"cannot stage {target} from {source}: it holds {found} rows, expected {rows}"
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+
     def files(self) -> list[str]:
         if not self.folder.is_dir():
             return []
