@@ -8,6 +8,7 @@ split across chunks.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -28,8 +29,9 @@ from signalfactory.api import SignalFactory
 from signalfactory.core.records import Evidence, RunStatus
 from signalfactory.pipeline import runner
 from signalfactory.pipeline.retrying import ReadFailed, Retried, RetryPolicy
+from signalfactory.production.chunk_refs import ChunkRef, CsvChunkRef, plan_chunks
 from signalfactory.production.engines import ProcessEngine
-from signalfactory.production.formats import Chunk, ChunkRef, plan_chunks
+from signalfactory.production.formats import Chunk
 
 ENGINES = ("threads", "processes", "dask", "ray")
 
@@ -148,6 +150,53 @@ def test_workers_read_parquet_chunks_themselves(
         (str(project.root / "raw" / f"dt={DAY1}" / "a.parquet"), 2_000, 300),
         (str(project.root / "raw" / f"dt={DAY1}" / "b.parquet"), 0, 700),
     )
+
+
+@pytest.mark.slow
+def test_workers_read_csv_chunks_themselves(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CSV too: the driver scans line ends and sends CsvChunkRefs (byte ranges), workers parse
+    them; the result equals a sequential run whose driver streams and hands over the rows."""
+    project = Project(tmp_path / "project")
+    day1 = orders(5_500, seed=5)
+    day1 = set_rows(day1, [10, 4_000], order_total=-3.0)
+    day1 = set_rows(day1, [4_500], order_id=11)
+    folder = project.root / "raw" / f"dt={DAY1}"
+    write_source(folder, day1.head(2_300), "csv", name="a")
+    write_source(folder, day1.tail(3_200), "csv", name="b")
+    project.partition(DAY2, orders(3_200, seed=6, first_id=10_000, day=DAY2))
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "plan_chunks", lambda *_a, **_k: None)
+        expected_rows, expected_evidence = _run_all(project, "home-sequential", "sequential")
+
+    def no_driver_reads(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the driver read chunks of a CSV source")
+
+    monkeypatch.setattr(runner, "read_chunks", no_driver_reads)
+    seen: list[Any] = []
+    real_map = ProcessEngine.map
+
+    def spy(self: ProcessEngine, fn: Any, items: Any) -> Any:
+        def record(items: Any) -> Any:
+            for item in items:
+                seen.append(item)
+                yield item
+
+        return real_map(self, fn, record(items))
+
+    monkeypatch.setattr(ProcessEngine, "map", spy)
+    rows, evidence = _run_all(project, "home-processes", "processes")
+    project.close()
+    assert rows.height == 5_500 + 3_200 - 3
+    assert rows.equals(expected_rows)
+    assert evidence == expected_evidence
+    refs = [item for item in seen if isinstance(item, CsvChunkRef)]
+    assert [r.index for r in refs] == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
+    assert not any(isinstance(item, Chunk) for item in seen)
+    # Chunk 2 is the last 300 lines of a.csv (lines 2,002-2,301) and the first 700 of b.csv.
+    assert [(Path(s.file).name, s.first_line, s.lines) for s in refs[2].slices] == [
+        ("a.csv", 2_002, 300),
+        ("b.csv", 2, 700),
+    ]
 
 
 def test_a_chunk_a_worker_cannot_read_fails_the_run_instead_of_dead_lettering(

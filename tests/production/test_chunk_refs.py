@@ -1,5 +1,7 @@
 """Chunks by reference (``plan_chunks``): a worker reading a ``ChunkRef`` gets the very chunk
-``read_chunks`` gives the driver — same index, rows, ``_sf_row`` numbers and types."""
+``read_chunks`` gives the driver — same index, rows, ``_sf_row`` numbers and types. CSV
+sources are cut at line ends (``CsvChunkRef``): the same chunks when every line is a row, and
+blank or malformed lines keep their line numbers."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import pytest
 
 from factories import orders, write_source
 from signalfactory.core.errors import ConfigError, InputDataError
-from signalfactory.production.formats import ChunkRef, plan_chunks, read_chunks
+from signalfactory.production.chunk_refs import ChunkRef, CsvChunkRef, plan_chunks, plan_csv
+from signalfactory.production.formats import read_chunks
 
 
-def _assert_same(files: list[Path], chunk_size: int) -> list[ChunkRef]:
+def _assert_same(files: list[Path], chunk_size: int) -> list[ChunkRef | CsvChunkRef]:
     expected = list(read_chunks(files, None, chunk_size))
     plan = plan_chunks(files, None, chunk_size)
     assert plan is not None
@@ -60,10 +63,12 @@ def test_a_file_with_other_columns_is_named_when_planned(tmp_path: Path) -> None
         list(plan)
 
 
-def test_only_parquet_is_planned_and_config_errors_come_first(tmp_path: Path) -> None:
+def test_only_parquet_and_csv_are_planned_and_config_errors_come_first(tmp_path: Path) -> None:
     csv = write_source(tmp_path, orders(10, seed=1), "csv")
     parquet = write_source(tmp_path, orders(10, seed=1), "parquet")
-    assert plan_chunks([csv], None, 1_000) is None
+    ndjson = write_source(tmp_path, orders(10, seed=1), "json")
+    assert plan_chunks([csv], None, 1_000) is not None
+    assert plan_chunks([ndjson], None, 1_000) is None
     assert plan_chunks([parquet, csv], None, 1_000) is None
     with pytest.raises(ConfigError, match=r"source\.key"):
         plan_chunks([parquet], None, 1_000, key="orders")
@@ -76,4 +81,83 @@ def test_a_file_that_shrank_after_planning_fails_to_read(tmp_path: Path) -> None
     refs = list(plan)
     orders(500, seed=1).write_parquet(path)
     with pytest.raises(InputDataError, match="fewer rows"):
+        refs[1].read()
+
+
+def _lines(path: Path, *, crlf: bool = False, terminated: bool = True) -> Path:
+    """Rewrite ``path`` with CRLF line ends and/or without the last line break."""
+    text = path.read_text(encoding="utf-8")
+    if crlf:
+        text = text.replace("\n", "\r\n")
+    if not terminated:
+        text = text.rstrip("\r\n")
+    path.write_bytes(text.encode())
+    return path
+
+
+def test_csv_refs_read_the_same_chunks_as_the_driver_across_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from signalfactory.production import chunk_refs
+
+    monkeypatch.setattr(chunk_refs, "SCAN_BLOCK", 4096)  # chunk boundaries inside scan blocks
+    rng = random.Random(11)
+    for trial in range(6):
+        sizes = [rng.randint(1, 2600) for _ in range(rng.randint(1, 3))]
+        files = [
+            _lines(
+                write_source(tmp_path / f"t{trial}", orders(n, seed=i), "csv", name=f"f{i}"),
+                crlf=trial % 3 == 1,
+                terminated=trial % 2 == 0,
+            )
+            for i, n in enumerate(sizes)
+        ]
+        refs = _assert_same(files, rng.choice([1000, 1100, 1999]))
+        assert all(isinstance(r, CsvChunkRef) for r in refs)
+        assert sum(r.rows for r in refs) == sum(sizes)
+
+
+def test_quoted_commas_and_quotes_are_planned_and_quoted_line_breaks_are_not(
+    tmp_path: Path,
+) -> None:
+    quoted = tmp_path / "quoted.csv"
+    rows = [f'{i},"a, ""b"" {i}",x' for i in range(2_500)]
+    quoted.write_text("id,note,tag\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    (first, *_rest) = _assert_same([quoted], 1_000)
+    assert first.read().df["note"][1] == 'a, "b" 1'
+
+    broken = tmp_path / "multiline.csv"
+    broken.write_text('id,note,tag\n1,"two\nlines",x\n2,plain,y\n', encoding="utf-8")
+    assert plan_csv([broken], 1_000) is None
+    assert plan_chunks([quoted, broken], None, 1_000) is None  # one such file: all streamed
+
+
+def test_blank_and_malformed_csv_lines_keep_their_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    lines = ["a,b"] + [f"{i},v{i}" for i in range(2_400)]
+    lines[5] = ""  # blank: line 6, no row
+    lines[1_203] = "1202,too,many"  # malformed: line 1,204
+    lines[2_001] = "lonely"  # malformed: line 2,002, in the third chunk
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plan = plan_chunks([path], None, 1_000)
+    assert plan is not None
+    chunks = [ref.read() for ref in plan]
+    # 1,000 lines a chunk (the last has 400); a blank or malformed line is no row.
+    assert [c.df.height for c in chunks] == [999, 999, 399]
+    rows = pl.concat([c.df for c in chunks])
+    # _sf_row is the data line's ordinal (line - 2), so it leads back to the file's line.
+    assert rows["_sf_row"].to_list() == [i for i in range(2_400) if i not in (4, 1_202, 2_000)]
+    assert (rows["a"].cast(pl.Int64) == rows["_sf_row"]).all()
+    bad = pl.concat([c.malformed for c in chunks if c.malformed is not None])
+    assert bad["_sf_source_line"].to_list() == [1_204, 2_002]
+    assert bad["_sf_raw"].to_list() == ["1202,too,many", "lonely"]
+    assert bad["_sf_source_file"].to_list() == [str(path)] * 2
+
+
+def test_a_csv_that_shrank_after_planning_fails_to_read(tmp_path: Path) -> None:
+    path = write_source(tmp_path, orders(1_500, seed=1), "csv")
+    refs = plan_csv([path], 1_000)
+    assert refs is not None
+    orders(500, seed=1).write_csv(path)
+    with pytest.raises(InputDataError, match="shorter than when the run started"):
         refs[1].read()

@@ -25,7 +25,8 @@ from tenacity import (
 from signalfactory.core.errors import SignalFactoryError, Transient
 from signalfactory.enforcement.pii import PII_PATTERNS
 from signalfactory.pipeline.chunkflow import ChunkOutcome, Prepared
-from signalfactory.production.formats import Chunk, ChunkRef
+from signalfactory.production.chunk_refs import ChunkRef, CsvChunkRef
+from signalfactory.production.formats import Chunk
 
 SAMPLE_ROWS = 5
 
@@ -99,7 +100,7 @@ class Retried:
             return item
         if isinstance(item, tuple) and item and isinstance(item[0], DeadLettered | ReadFailed):
             return item[0]
-        if isinstance(item, ChunkRef):
+        if isinstance(item, ChunkRef | CsvChunkRef):
             try:
                 item = item.read()
             except Exception as exc:  # reading fails the run, as in the driver

@@ -71,10 +71,11 @@ from signalfactory.pipeline.progress import Listener, ProgressTracker, finish_pr
 from signalfactory.pipeline.publish import Published, publish, record_certification
 from signalfactory.pipeline.retrying import DeadLettered, ReadFailed, Retried, RetryPolicy
 from signalfactory.pipeline.uniqueness import KeyStore, UniqueTracker
+from signalfactory.production.chunk_refs import ChunkRef, CsvChunkRef, plan_chunks
 from signalfactory.production.detect import fit_detectors
 from signalfactory.production.engines import EngineCache, check_engine, create_engine
 from signalfactory.production.exports import run_exports
-from signalfactory.production.formats import Chunk, ChunkRef, plan_chunks, read_chunks
+from signalfactory.production.formats import Chunk, read_chunks
 from signalfactory.production.lake import table_schema
 from signalfactory.production.spec import PipelineSpec
 from signalfactory.production.steps import compile_steps
@@ -518,7 +519,7 @@ class PipelineRunner:
         # few-byte ChunkRef instead of reading the rows and shipping them to another process,
         # and holds no read-ahead chunks (in-process engines use less memory this way too).
         refs = plan_chunks(*source_args, **source_kwargs)
-        source: Iterator[Chunk | ChunkRef] = (
+        source: Iterator[Chunk | ChunkRef | CsvChunkRef] = (
             refs if refs is not None else read_chunks(*source_args, **source_kwargs)
         )
         chunks = (c for c in source if c.index not in done)

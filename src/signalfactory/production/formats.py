@@ -9,9 +9,8 @@ so it is refused unless the pipeline sets ``source.allow_pickle: true``.
 CSV lines with the wrong number of fields are not lost: they come with the chunk as malformed
 rows (line number and raw text) and are quarantined with reason ``MALFORMED_ROW``.
 
-``plan_chunks`` gives the same chunks of a Parquet source as ``ChunkRef`` values (file slices
-from the footers' row counts) that engine workers read themselves, so the driver never reads
-or ships the rows.
+``chunk_refs.plan_chunks`` gives the chunks of Parquet and CSV sources as descriptors that
+engine workers read themselves, so the driver never reads or ships the rows.
 """
 
 from __future__ import annotations
@@ -121,13 +120,13 @@ def pickle_refused(source: object) -> str:
 _DATA_AFTER_COUNT = re.compile(r"(got \d+)\s*:.*", re.DOTALL)
 
 
-def _safe_arrow_message(exc: Exception) -> str:
+def safe_arrow_message(exc: Exception) -> str:
     """pyarrow may echo the offending row; keep the diagnosis, drop the data."""
     text = _DATA_AFTER_COUNT.sub(r"\1", str(exc).splitlines()[0] if str(exc) else repr(exc))
     return text[:200]
 
 
-class _Rechunker:
+class Rechunker:
     """Collects arrow batches and hands out polars frames of exactly ``size`` rows."""
 
     def __init__(self, size: int) -> None:
@@ -152,7 +151,8 @@ class _Rechunker:
         self.parts, self.rows = [], 0
 
 
-def _csv_batches(path: Path, malformed: list[dict[str, object]]) -> Iterator[pa.RecordBatch]:
+def csv_header(path: Path) -> list[str]:
+    """The column names on the first line of CSV ``path`` (a clear error if there are none)."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             header = next(csv.reader(handle), None)
@@ -162,16 +162,24 @@ def _csv_batches(path: Path, malformed: list[dict[str, object]]) -> Iterator[pa.
         ) from None
     if not header:
         raise InputDataError(f"{path}: the file is empty; a CSV source needs a header line.")
+    return header
+
+
+def malformed_row(row: pacsv.InvalidRow, line: int) -> dict[str, object]:
+    """What the quarantine keeps of a CSV line with the wrong number of fields."""
+    return {
+        LINE_COLUMN: line,
+        RAW_COLUMN: row.text,
+        "_sf_reasons": f"MALFORMED_ROW:expected {row.expected_columns} fields, "
+        f"got {row.actual_columns}",
+    }
+
+
+def _csv_batches(path: Path, malformed: list[dict[str, object]]) -> Iterator[pa.RecordBatch]:
+    header = csv_header(path)
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        malformed.append(
-            {
-                LINE_COLUMN: row.number,
-                RAW_COLUMN: row.text,
-                "_sf_reasons": f"MALFORMED_ROW:expected {row.expected_columns} fields, "
-                f"got {row.actual_columns}",
-            }
-        )
+        malformed.append(malformed_row(row, row.number))
         return "skip"
 
     reader = pacsv.open_csv(
@@ -191,7 +199,7 @@ def _csv_batches(path: Path, malformed: list[dict[str, object]]) -> Iterator[pa.
             raise InputDataError(
                 f"{path}: cannot be read as CSV after line "
                 f"{max([int(str(m[LINE_COLUMN])) for m in malformed] or [1])}: "
-                f"{_safe_arrow_message(exc)}. Fix the file (UTF-8, consistent quoting)."
+                f"{safe_arrow_message(exc)}. Fix the file (UTF-8, consistent quoting)."
             ) from None
         yield batch
 
@@ -212,7 +220,7 @@ def _json_batches(path: Path, chunk_size: int) -> Iterator[pa.RecordBatch]:
         yield from reader
     except (pa.ArrowInvalid, pl.exceptions.ComputeError) as exc:
         raise InputDataError(
-            f"{path}: cannot be read as JSON ({_safe_arrow_message(exc)}). Use one JSON "
+            f"{path}: cannot be read as JSON ({safe_arrow_message(exc)}). Use one JSON "
             "object per line (NDJSON) or a single JSON array of objects."
         ) from None
 
@@ -246,17 +254,17 @@ def _batches(
     return pickle_batches(path, chunk_size)
 
 
-def _align(
+def align_columns(
     batch: pa.RecordBatch, columns: list[str] | None, path: Path, first: Path
 ) -> pa.RecordBatch:
     """Files of one source must have the same columns; their order may differ."""
     if columns is None or batch.schema.names == columns:
         return batch
-    _check_columns(batch.schema.names, columns, path, first)
+    check_columns(batch.schema.names, columns, path, first)
     return batch.select(columns)
 
 
-def _check_columns(names: list[str], columns: list[str], path: Path, first: Path) -> None:
+def check_columns(names: list[str], columns: list[str], path: Path, first: Path) -> None:
     if sorted(names) == sorted(columns):
         return
     missing = sorted(set(columns) - set(names))
@@ -282,11 +290,11 @@ def read_chunks(
     before any is read, so this raises ``ConfigError`` at once. ``key`` picks the table of an
     HDF5 file that holds several.
     """
-    kinds = _checked_kinds(files, fmt, allow_pickle, key)
+    kinds = checked_kinds(files, fmt, allow_pickle, key)
     return _read_chunks(files, kinds, chunk_size, key)
 
 
-def _checked_kinds(
+def checked_kinds(
     files: Sequence[Path], fmt: str | None, allow_pickle: bool, key: str | None
 ) -> list[str]:
     kinds = [detect_format(path, fmt) for path in files]
@@ -306,7 +314,7 @@ def _read_chunks(
 ) -> Iterator[Chunk]:
     index = 0
     row = 0
-    rechunker = _Rechunker(chunk_size)
+    rechunker = Rechunker(chunk_size)
     malformed: list[dict[str, object]] = []
     typed = exact = True
 
@@ -327,7 +335,7 @@ def _read_chunks(
         typed, exact = kind != "csv", kind != "json"
         file_malformed: list[dict[str, object]] = []
         for raw in _batches(path, kind, chunk_size, key, file_malformed):
-            batch = _align(raw, first_columns, path, files[0])
+            batch = align_columns(raw, first_columns, path, files[0])
             if first_columns is None:
                 first_columns = batch.schema.names
             for frame in rechunker.push(batch):
@@ -339,106 +347,3 @@ def _read_chunks(
         yield emit(frame)
     if malformed:
         yield emit(pl.DataFrame())
-
-
-# -- chunks by reference: workers read their own rows ----------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkRef:
-    """Where a chunk's rows are, instead of the rows: the engine worker reads them itself.
-
-    ``slices`` are ``(file, first row, row count)`` of Parquet files, in order; ``row`` is the
-    ``_sf_row`` of the chunk's first row and ``columns`` the column order of the source's
-    first file. ``read`` gives the very ``Chunk`` that ``read_chunks`` gives for this index.
-    """
-
-    index: int
-    row: int
-    slices: tuple[tuple[str, int, int], ...]
-    columns: tuple[str, ...]
-    first: str
-
-    @property
-    def rows(self) -> int:
-        return sum(length for _, _, length in self.slices)
-
-    def read(self) -> Chunk:
-        rechunker = _Rechunker(self.rows)
-        frames: list[pl.DataFrame] = []
-        columns = list(self.columns)
-        for name, offset, length in self.slices:
-            path = Path(name)
-            try:
-                part = pl.scan_parquet(path).slice(offset, length).collect()
-            except (pa.ArrowInvalid, OSError, pl.exceptions.PolarsError) as exc:
-                raise InputDataError(f"{path}: cannot be read as Parquet ({exc}).") from None
-            if part.height != length:
-                raise InputDataError(
-                    f"{path}: has fewer rows than when the run started ({offset + part.height:,} "
-                    f"instead of at least {offset + length:,}); a source must not change while "
-                    "a run reads it."
-                )
-            for raw in part.to_arrow().to_batches():
-                frames.extend(rechunker.push(_align(raw, columns, path, Path(self.first))))
-        frames.extend(rechunker.flush())
-        (frame,) = frames
-        frame = frame.with_columns(
-            pl.int_range(self.row, self.row + frame.height, dtype=pl.Int64).alias(ROW_COLUMN)
-        )
-        return Chunk(index=self.index, df=frame, typed=True, exact_decimals=True)
-
-
-def plan_chunks(
-    files: Sequence[Path],
-    fmt: str | None,
-    chunk_size: int,
-    *,
-    allow_pickle: bool = False,
-    key: str | None = None,
-) -> Iterator[ChunkRef] | None:
-    """The chunks ``read_chunks`` would give, as ``ChunkRef`` values; None when the source
-    cannot be sliced without reading it (only Parquet can: its footer has the row counts).
-
-    Raises the same ``ConfigError`` as ``read_chunks`` at once; file errors come as the
-    plan reaches each file, like ``read_chunks``.
-    """
-    kinds = _checked_kinds(files, fmt, allow_pickle, key)
-    if not files or any(kind != "parquet" for kind in kinds):
-        return None
-    return _plan_parquet(files, chunk_size)
-
-
-def _plan_parquet(files: Sequence[Path], chunk_size: int) -> Iterator[ChunkRef]:
-    index = row = pending_rows = 0
-    pending: list[tuple[str, int, int]] = []
-    columns: list[str] | None = None
-
-    def ref() -> ChunkRef:
-        assert columns is not None
-        return ChunkRef(index, row, tuple(pending), tuple(columns), str(files[0]))
-
-    for path in files:
-        try:
-            total = pq.read_metadata(path).num_rows
-            names = pl.scan_parquet(path).collect_schema().names() if total else []
-        except (pa.ArrowInvalid, OSError, pl.exceptions.PolarsError) as exc:
-            raise InputDataError(f"{path}: cannot be read as Parquet ({exc}).") from None
-        if not total:
-            continue
-        if columns is None:
-            columns = names
-        elif names != columns:
-            _check_columns(names, columns, path, files[0])
-        offset = 0
-        while offset < total:
-            take = min(chunk_size - pending_rows, total - offset)
-            pending.append((str(path), offset, take))
-            pending_rows += take
-            offset += take
-            if pending_rows == chunk_size:
-                yield ref()
-                index, row = index + 1, row + pending_rows
-                pending, pending_rows = [], 0
-    if pending:
-        yield ref()

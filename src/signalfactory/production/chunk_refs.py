@@ -1,0 +1,335 @@
+"""Chunks by reference: the driver plans, each engine worker reads its own chunk's rows.
+
+``plan_chunks`` turns a Parquet or CSV source into small picklable descriptors instead of
+rows, so the driver never reads a chunk or ships one to another process:
+
+* ``ChunkRef`` (Parquet): file slices taken from the footers' row counts. A worker reading
+  one gets the very ``Chunk`` that ``formats.read_chunks`` gives for that index.
+* ``CsvChunkRef`` (CSV): byte ranges of ``chunk_size`` data lines each, found by one scan
+  of the file for line ends and quotes (numpy, 16 MiB at a time, about 1 GB/s here). A worker
+  parses its range with pyarrow as the streaming reader does (every value as text, malformed
+  lines quarantined with their line numbers). ``_sf_row`` of a row is its data line's ordinal
+  (0 for the line after the header, blank and malformed lines counted), so a chunk holds at
+  most ``chunk_size`` rows, fewer when some of its lines are blank or malformed. A CSV whose
+  quoted fields hold line breaks cannot be cut at line ends; such a source (any of its
+  files) is read by the driver's streaming reader instead.
+
+Any other format returns ``None``: the driver streams it with ``read_chunks``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from signalfactory.core.errors import InputDataError
+from signalfactory.production.formats import (
+    FILE_COLUMN,
+    ROW_COLUMN,
+    Chunk,
+    Rechunker,
+    align_columns,
+    check_columns,
+    checked_kinds,
+    csv_header,
+    malformed_row,
+    safe_arrow_message,
+)
+
+_NEWLINE, _QUOTE = ord("\n"), ord('"')
+SCAN_BLOCK = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRef:
+    """Where a Parquet chunk's rows are, instead of the rows: the engine worker reads them.
+
+    ``slices`` are ``(file, first row, row count)`` of Parquet files, in order; ``row`` is the
+    ``_sf_row`` of the chunk's first row and ``columns`` the column order of the source's
+    first file. ``read`` gives the very ``Chunk`` that ``read_chunks`` gives for this index.
+    """
+
+    index: int
+    row: int
+    slices: tuple[tuple[str, int, int], ...]
+    columns: tuple[str, ...]
+    first: str
+
+    @property
+    def rows(self) -> int:
+        return sum(length for _, _, length in self.slices)
+
+    def read(self) -> Chunk:
+        rechunker = Rechunker(self.rows)
+        frames: list[pl.DataFrame] = []
+        columns = list(self.columns)
+        for name, offset, length in self.slices:
+            path = Path(name)
+            try:
+                part = pl.scan_parquet(path).slice(offset, length).collect()
+            except (pa.ArrowInvalid, OSError, pl.exceptions.PolarsError) as exc:
+                raise InputDataError(f"{path}: cannot be read as Parquet ({exc}).") from None
+            if part.height != length:
+                raise InputDataError(
+                    f"{path}: has fewer rows than when the run started ({offset + part.height:,} "
+                    f"instead of at least {offset + length:,}); a source must not change while "
+                    "a run reads it."
+                )
+            for raw in part.to_arrow().to_batches():
+                frames.extend(rechunker.push(align_columns(raw, columns, path, Path(self.first))))
+        frames.extend(rechunker.flush())
+        (frame,) = frames
+        frame = frame.with_columns(
+            pl.int_range(self.row, self.row + frame.height, dtype=pl.Int64).alias(ROW_COLUMN)
+        )
+        return Chunk(index=self.index, df=frame, typed=True, exact_decimals=True)
+
+
+@dataclass(frozen=True, slots=True)
+class CsvSlice:
+    """``lines`` whole data lines of ``file`` in bytes ``[start, end)``; the first is line
+    ``first_line`` of the file (the header is line 1)."""
+
+    file: str
+    start: int
+    end: int
+    first_line: int
+    lines: int
+    header: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CsvChunkRef:
+    """Where a CSV chunk's lines are: byte ranges a worker parses itself."""
+
+    index: int
+    row: int
+    slices: tuple[CsvSlice, ...]
+    columns: tuple[str, ...]
+    first: str
+
+    @property
+    def rows(self) -> int:
+        return sum(s.lines for s in self.slices)
+
+    def read(self) -> Chunk:
+        tables: list[pa.Table] = []
+        numbers: list[np.ndarray] = []
+        malformed: list[dict[str, object]] = []
+        row = self.row
+        for part in self.slices:
+            table, lines, bad = _parse_slice(part)
+            path = Path(part.file)
+            if table.column_names != list(self.columns):
+                check_columns(table.column_names, list(self.columns), path, Path(self.first))
+                table = table.select(list(self.columns))
+            tables.append(table)
+            numbers.append(row + (lines - part.first_line))
+            malformed.extend({**m, FILE_COLUMN: part.file} for m in bad)
+            row += part.lines
+        frame = pl.from_arrow(pa.concat_tables(tables))
+        assert isinstance(frame, pl.DataFrame)
+        frame = frame.with_columns(pl.Series(ROW_COLUMN, np.concatenate(numbers), dtype=pl.Int64))
+        bad_rows = pl.DataFrame(malformed) if malformed else None
+        return Chunk(index=self.index, df=frame, typed=False, malformed=bad_rows)
+
+
+def _parse_slice(part: CsvSlice) -> tuple[pa.Table, np.ndarray, list[dict[str, object]]]:
+    """The slice's rows (all text), each row's line number, and its malformed lines."""
+    path = Path(part.file)
+    with path.open("rb") as handle:
+        handle.seek(part.start)
+        data = handle.read(part.end - part.start)
+    if len(data) != part.end - part.start:
+        raise InputDataError(
+            f"{path}: is shorter than when the run started ({part.start + len(data):,} bytes "
+            f"instead of at least {part.end:,}); a source must not change while a run reads it."
+        )
+    invalid: list[pacsv.InvalidRow] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append(row)
+        return "skip"
+
+    header = list(part.header)
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(
+                column_names=header, use_threads=False, block_size=8 << 20
+            ),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise InputDataError(
+            f"{path}: cannot be read as CSV in lines {part.first_line:,}–"
+            f"{part.first_line + part.lines - 1:,}: {safe_arrow_message(exc)}. Fix the file "
+            "(UTF-8, consistent quoting)."
+        ) from None
+    if table.num_rows == part.lines and not invalid:
+        lines = np.arange(part.first_line, part.first_line + part.lines, dtype=np.int64)
+        return table, lines, []
+    # Blank or malformed lines: pyarrow numbers the non-blank lines; map them to the file's.
+    present = _non_blank_lines(data, part.first_line)
+    bad_at = [row.number - 1 for row in invalid]
+    bad = [malformed_row(row, int(present[i])) for row, i in zip(invalid, bad_at, strict=True)]
+    lines = np.delete(present, bad_at)
+    return table, lines, bad
+
+
+def _non_blank_lines(data: bytes, first_line: int) -> np.ndarray:
+    """Line numbers of the lines of ``data`` that hold anything (pyarrow skips empty ones)."""
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buffer == _NEWLINE)
+    if not len(ends) or ends[-1] != len(buffer) - 1:
+        ends = np.append(ends, len(buffer))  # a last line without a line break
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts
+    has_cr = (lengths > 0) & (buffer[np.maximum(ends - 1, 0)] == ord("\r"))
+    content = lengths - has_cr
+    return first_line + np.flatnonzero(content > 0).astype(np.int64)
+
+
+# -- planning --------------------------------------------------------------------------------
+
+
+def plan_chunks(
+    files: Sequence[Path],
+    fmt: str | None,
+    chunk_size: int,
+    *,
+    allow_pickle: bool = False,
+    key: str | None = None,
+) -> Iterator[ChunkRef] | Iterator[CsvChunkRef] | None:
+    """The source's chunks as descriptors workers read themselves; None when the source cannot
+    be cut without reading it (formats other than Parquet and CSV, mixed formats, a CSV with
+    line breaks inside quoted fields).
+
+    Raises the same ``ConfigError`` as ``read_chunks`` at once. Parquet file errors come as
+    the plan reaches each file, like ``read_chunks``; a CSV source is scanned whole first.
+    """
+    kinds = checked_kinds(files, fmt, allow_pickle, key)
+    if not files or len(set(kinds)) != 1:
+        return None
+    if kinds[0] == "parquet":
+        return _plan_parquet(files, chunk_size)
+    if kinds[0] == "csv":
+        planned = plan_csv(files, chunk_size)
+        return iter(planned) if planned is not None else None
+    return None
+
+
+def _plan_parquet(files: Sequence[Path], chunk_size: int) -> Iterator[ChunkRef]:
+    index = row = pending_rows = 0
+    pending: list[tuple[str, int, int]] = []
+    columns: list[str] | None = None
+
+    def ref() -> ChunkRef:
+        assert columns is not None
+        return ChunkRef(index, row, tuple(pending), tuple(columns), str(files[0]))
+
+    for path in files:
+        try:
+            total = pq.read_metadata(path).num_rows
+            names = pl.scan_parquet(path).collect_schema().names() if total else []
+        except (pa.ArrowInvalid, OSError, pl.exceptions.PolarsError) as exc:
+            raise InputDataError(f"{path}: cannot be read as Parquet ({exc}).") from None
+        if not total:
+            continue
+        if columns is None:
+            columns = names
+        elif names != columns:
+            check_columns(names, columns, path, files[0])
+        offset = 0
+        while offset < total:
+            take = min(chunk_size - pending_rows, total - offset)
+            pending.append((str(path), offset, take))
+            pending_rows += take
+            offset += take
+            if pending_rows == chunk_size:
+                yield ref()
+                index, row = index + 1, row + pending_rows
+                pending, pending_rows = [], 0
+    if pending:
+        yield ref()
+
+
+def plan_csv(files: Sequence[Path], chunk_size: int) -> list[CsvChunkRef] | None:
+    """Byte ranges of ``chunk_size`` data lines across ``files``; None when a file has a line
+    break inside a quoted field (its lines are not its records)."""
+    refs: list[CsvChunkRef] = []
+    pending: list[CsvSlice] = []
+    pending_lines = row = 0
+    columns: list[str] | None = None
+    for path in files:
+        header = csv_header(path)
+        if columns is None:
+            columns = header
+        elif header != columns:
+            check_columns(header, columns, path, files[0])
+        found = _line_cuts(path, chunk_size, chunk_size - pending_lines)
+        if found is None:
+            return None
+        data_start, cuts, total_lines, size = found
+        start, line, taken = data_start, 2, 0
+        for cut in [*cuts, size]:
+            lines = min(chunk_size - pending_lines, total_lines - taken)
+            if lines <= 0:
+                break
+            pending.append(CsvSlice(str(path), start, cut, line, lines, tuple(header)))
+            pending_lines += lines
+            taken += lines
+            start, line = cut, line + lines
+            if pending_lines == chunk_size:
+                refs.append(
+                    CsvChunkRef(len(refs), row, tuple(pending), tuple(columns), str(files[0]))
+                )
+                row += pending_lines
+                pending, pending_lines = [], 0
+    if pending and columns is not None:
+        refs.append(CsvChunkRef(len(refs), row, tuple(pending), tuple(columns), str(files[0])))
+    return refs
+
+
+def _line_cuts(
+    path: Path, chunk_size: int, first_take: int
+) -> tuple[int, list[int], int, int] | None:
+    """Scan ``path`` once: where its data starts (after the header line), the byte offsets
+    after data lines ``first_take``, ``first_take + chunk_size``, …, its number of data lines
+    and its size. None if a line break falls inside a quoted field: an odd number of quotes
+    before it (an escaped quote ``""`` counts twice, so the parity holds)."""
+    cuts: list[int] = []
+    # Line breaks are numbered from 0 (the header's); data line k (from 1) ends at break k.
+    next_cut = first_take
+    breaks = quotes = offset = 0
+    buffer = bytearray(SCAN_BLOCK)
+    with path.open("rb") as handle:
+        while size := handle.readinto(buffer):
+            block = np.frombuffer(buffer, dtype=np.uint8, count=size)
+            ends = np.flatnonzero(block == _NEWLINE)
+            marks = np.flatnonzero(block == _QUOTE)
+            if len(marks) and np.any((quotes + np.searchsorted(marks, ends)) % 2):
+                return None
+            while next_cut < breaks + len(ends):
+                cuts.append(offset + int(ends[next_cut - breaks]) + 1)
+                next_cut += chunk_size
+            breaks += len(ends)
+            quotes += len(marks)
+            offset += size
+        if not breaks:
+            return offset, [], 0, offset  # the header alone
+        handle.seek(0)
+        data_start = len(handle.readline())
+        handle.seek(offset - 1)
+        unterminated = handle.read(1) != b"\n"  # a last line without a line break
+    return data_start, cuts, breaks - 1 + unterminated, offset
