@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from factories import DAY1, DAY2, DAY3, URN, Project, as_text, certified_path, orders
 from signalfactory.core.records import CertificationStatus
-from signalfactory.enforcement.profile import Baseline
+from signalfactory.enforcement.profile import Baseline, roll_forward
 from signalfactory.processing import baseline_hook
 from signalfactory.processing.baseline_hook import BaselineRoller, baseline_file
 
@@ -104,3 +104,44 @@ def test_a_bootstrap_profile_from_raw_files_is_replaced_by_the_certified_one(
     assert roller.roll(run) is not None  # rolling the same run again counts nothing twice
     assert sf.store.get_baseline(URN) is not None
     assert sf.store.list_baselines(URN)[-1].row_count == 500
+
+
+def test_a_certified_partition_is_profiled_from_its_chunks_not_read_back(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.partition(DAY1, orders(900, seed=1))
+    project.partition(DAY2, orders(2_500, seed=2, first_id=10_000, day=DAY2))
+    sf = project.open()
+    run_rolling(project, sf, DAY1)  # the first baseline profiles the whole certified table
+    calls: list[object] = []
+    real = baseline_hook.profile_table
+
+    def counted(*args: object, **kwargs: object) -> Baseline:
+        calls.append(kwargs.get("partition"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(baseline_hook, "profile_table", counted)
+    run_rolling(project, sf, DAY2)  # chunk_size 1,000: three chunks' summaries merged
+    assert calls == []
+    rolled = sf.store.list_baselines(URN)[-1]
+    handed = Baseline.from_document(rolled.document)
+    # The same figures a read-back of the certified partition gives.
+    read_back = roll_forward(
+        Baseline.from_document(sf.store.list_baselines(URN)[0].document),
+        real(certified_path(sf), dataset_urn=URN, partition={"dt": DAY2}),
+    )
+    assert handed.partitions == read_back.partitions == {f"dt={DAY1}": 900, f"dt={DAY2}": 2_500}
+    assert handed.schema_fingerprint == read_back.schema_fingerprint
+    for name, column in read_back.columns.items():
+        mine = handed.columns[name]
+        assert (mine.rows, mine.null_count, mine.enum_values) == (
+            column.rows,
+            column.null_count,
+            column.enum_values,
+        ), name
+        if column.numeric is not None:
+            assert mine.numeric is not None
+            assert (mine.numeric.min, mine.numeric.max) == (column.numeric.min, column.numeric.max)
+            assert mine.numeric.mean == pytest.approx(column.numeric.mean)
+            assert mine.numeric.std == pytest.approx(column.numeric.std)
+    assert rolled.changes["partitions"] == [f"dt={DAY2}"]

@@ -37,6 +37,8 @@ from signalfactory.enforcement.checks import (
 from signalfactory.enforcement.outcomes import GateTally
 from signalfactory.enforcement.pii import PiiRemediator, detect
 from signalfactory.enforcement.policy import PolicyBundle
+from signalfactory.enforcement.profile import Baseline
+from signalfactory.enforcement.profile_chunks import chunk_profile, merge_chunk_profiles
 from signalfactory.enforcement.schema import compare_output, conform
 from signalfactory.pipeline.uniqueness import unique_keys
 from signalfactory.production.detect import FittedDetector, routing_rules, with_fitted
@@ -123,6 +125,26 @@ class Staging:
     @property
     def handoff(self) -> StagedLayer:
         return StagedLayer(self.bronze.folder.parent / "handoff")
+
+    @property
+    def profile(self) -> StagedLayer:
+        """Each chunk's summary of its gold rows (``chunk_profile``), never committed."""
+        return StagedLayer(self.bronze.folder.parent / "profile")
+
+    def partition_profile(
+        self, source: str, dataset_urn: str, partition: Mapping[str, str]
+    ) -> Baseline | None:
+        """The profile of what gold staged (what a certified run certified), from its
+        chunks' summaries; None when there are none."""
+        files = self.profile.files()
+        if not files:
+            return None
+        return merge_chunk_profiles(
+            [pl.read_parquet(f) for f in files],
+            source=source,
+            dataset_urn=dataset_urn,
+            partition=partition,
+        )
 
 
 #: Suffix of the handoff file that keeps a chunk's silver rows (with their system columns)
@@ -418,6 +440,8 @@ class ChunkProcessor:
             self.staging.gold.link_from(self.staging.silver, out.index, gold.height)
         else:
             self.staging.gold.write(out.index, gold)
+        # The certified partition's profile, summarised where its rows are (no re-read).
+        self.staging.profile.write(out.index, chunk_profile(gold))
         out.rows_gold = gold.height
         out.seconds["gold"] = time.perf_counter() - clock
         return out

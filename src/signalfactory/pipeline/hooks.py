@@ -13,6 +13,7 @@ import structlog
 
 from signalfactory.core.protocols import MetadataStore
 from signalfactory.core.records import Evidence, LifecycleEvent, RunRecord
+from signalfactory.enforcement.profile import Baseline
 
 
 class RunHook(Protocol):
@@ -81,3 +82,11 @@ class HookSet:
     def run_end(self, run: RunRecord) -> None:
         for hook in self.hooks:
             hook.on_run_end(run)
+
+    def partition_profile(self, run: RunRecord, profile: Baseline) -> None:
+        """Before ``run_end`` of a certified run: the profile of the partition it certified,
+        for hooks that take it (an optional ``on_partition_profile(run, profile)``)."""
+        for hook in self.hooks:
+            taker = getattr(hook, "on_partition_profile", None)
+            if taker is not None:
+                taker(run, profile)

@@ -402,6 +402,12 @@ class PipelineRunner:
                 log.error("run_failed", run_id=run.run_id, error_type=type(exc).__name__)
                 # Staging and checkpoints stay: re-running the key resumes from them.
                 return RunOutcome(self._fail(run, exc, created=True))
+        if outcome.run.certification_status is CertificationStatus.CERTIFIED:
+            profile = Staging.under(ctx.staging_dir).partition_profile(
+                ctx.paths.certified, ctx.dataset.urn, ctx.partition
+            )
+            if profile is not None:
+                self.hooks.partition_profile(outcome.run, profile)
         if not outcome.run.reconciliation.get("dead_letters"):
             # Kept while dead letters are open: a replay re-publishes from it.
             shutil.rmtree(ctx.staging_dir, ignore_errors=True)

@@ -6,11 +6,12 @@ from the certified Delta table the store names) and stores the baseline rolled f
 next version, with what the partition changed (new enum values, added/removed/retyped fields,
 null rates) so the drift and data-quality signals can name it. When the dataset has no baseline
 yet, or only one profiled from other files (``signalfactory profile --from-path`` at
-bootstrap), the whole certified table is profiled instead. A partition of more than
-``SAMPLE_ROWS`` rows is profiled with estimated distinct counts and sampled quantiles
-(``profile_frame(exact=False)``): a run must not spend longer profiling its output than
-writing it; ``signalfactory profile`` gives exact figures. With ``baselines_dir`` the baseline
-is also written to ``<baselines_dir>/<dataset name>/baseline.json``.
+bootstrap), the whole certified table is profiled instead. A pipeline run hands the roller its
+partition's profile, merged from what its chunk workers summarised
+(``on_partition_profile``), so the partition is not read back; without one (the SDK, an old
+run) the partition is profiled from the table, big partitions with estimated distinct counts
+and sampled quantiles (``profile_frame(exact=False)``). ``signalfactory profile`` gives exact
+figures.
 
 It never raises into the run: any failure is logged (with the run id and the error type) and
 the run goes on.
@@ -87,6 +88,7 @@ class BaselineRoller:
         self.store = store
         self.baselines_dir = baselines_dir
         self.enum_max_distinct = enum_max_distinct
+        self._profiles: dict[str, Baseline] = {}
 
     def on_event(self, event: LifecycleEvent) -> None:
         return None
@@ -97,11 +99,17 @@ class BaselineRoller:
     def on_alert(self, alert: Mapping[str, Any]) -> None:
         return None
 
+    def on_partition_profile(self, run: RunRecord, profile: Baseline) -> None:
+        """The certified partition's profile, summarised by the chunk workers: the roll
+        uses it instead of reading the partition back."""
+        self._profiles[run.run_id] = profile
+
     def on_run_end(self, run: RunRecord) -> None:
+        handed = self._profiles.pop(run.run_id, None)
         if run.certification_status is not CertificationStatus.CERTIFIED:
             return
         try:
-            self.roll(run)
+            self.roll(run, handed)
         except Exception as exc:  # a baseline must never fail the run that certified
             log.warning(
                 "baseline_roll_failed",
@@ -111,8 +119,9 @@ class BaselineRoller:
                 error=str(getattr(exc, "message", "")) or None,
             )
 
-    def roll(self, run: RunRecord) -> StoredBaseline | None:
-        """Roll the baseline of ``run``'s dataset forward with its certified partition."""
+    def roll(self, run: RunRecord, handed: Baseline | None = None) -> StoredBaseline | None:
+        """Roll the baseline of ``run``'s dataset forward with its certified partition
+        (``handed``, the partition's profile from the run, when there is one)."""
         state = self.store.get_certification(run.dataset_urn)
         if state is None or not Path(state.path).exists():
             log.info("baseline_roll_skipped", run_id=run.run_id, reason="no certified table")
@@ -131,13 +140,16 @@ class BaselineRoller:
             diff: dict[str, Any] = {"partitions": sorted(baseline.partitions), "initial": True}
         else:
             before = Baseline.from_document(current.document)
-            part = profile_table(
-                state.path,
-                dataset_urn=run.dataset_urn,
-                partition=run.partition,
-                enum_max_distinct=before.enum_max_distinct,
-                exact=False,
-            )
+            if handed is not None and handed.enum_max_distinct == before.enum_max_distinct:
+                part = handed
+            else:
+                part = profile_table(
+                    state.path,
+                    dataset_urn=run.dataset_urn,
+                    partition=run.partition,
+                    enum_max_distinct=before.enum_max_distinct,
+                    exact=False,
+                )
             diff = changes(before, part)
             baseline = roll_forward(before, part)
         stored = store_baseline(
