@@ -27,7 +27,7 @@ from factories import (
 )
 from signalfactory.api import SignalFactory
 from signalfactory.core.records import Evidence, RunStatus
-from signalfactory.pipeline import runner
+from signalfactory.pipeline import streaming
 from signalfactory.pipeline.retrying import ReadFailed, Retried, RetryPolicy
 from signalfactory.production.chunk_refs import ChunkRef, CsvChunkRef, plan_chunks
 from signalfactory.production.engines import ProcessEngine
@@ -116,13 +116,13 @@ def test_workers_read_parquet_chunks_themselves(
     the chunks and hands over the rows (the path of formats that cannot be sliced)."""
     project = _parquet_project(tmp_path / "project")
     with monkeypatch.context() as patch:
-        patch.setattr(runner, "plan_chunks", lambda *_a, **_k: None)
+        patch.setattr(streaming, "plan_chunks", lambda *_a, **_k: None)
         expected_rows, expected_evidence = _run_all(project, "home-sequential", "sequential")
 
     def no_driver_reads(*_args: Any, **_kwargs: Any) -> Any:
         raise AssertionError("the driver read chunks of a Parquet source")
 
-    monkeypatch.setattr(runner, "read_chunks", no_driver_reads)
+    monkeypatch.setattr(streaming, "read_chunks", no_driver_reads)
     rows, evidence = _run_all(project, "home-threads", "threads")
     assert rows.equals(expected_rows)
     assert evidence == expected_evidence
@@ -165,13 +165,13 @@ def test_workers_read_csv_chunks_themselves(tmp_path: Any, monkeypatch: pytest.M
     write_source(folder, day1.tail(3_200), "csv", name="b")
     project.partition(DAY2, orders(3_200, seed=6, first_id=10_000, day=DAY2))
     with monkeypatch.context() as patch:
-        patch.setattr(runner, "plan_chunks", lambda *_a, **_k: None)
+        patch.setattr(streaming, "plan_chunks", lambda *_a, **_k: None)
         expected_rows, expected_evidence = _run_all(project, "home-sequential", "sequential")
 
     def no_driver_reads(*_args: Any, **_kwargs: Any) -> Any:
         raise AssertionError("the driver read chunks of a CSV source")
 
-    monkeypatch.setattr(runner, "read_chunks", no_driver_reads)
+    monkeypatch.setattr(streaming, "read_chunks", no_driver_reads)
     seen: list[Any] = []
     real_map = ProcessEngine.map
 
@@ -220,7 +220,7 @@ def parquet_reference(
     """The Parquet project run on sequential with the driver reading the rows."""
     project = _parquet_project(tmp_path_factory.mktemp("parquet-engines") / "project")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "plan_chunks", lambda *_a, **_k: None)
+        patch.setattr(streaming, "plan_chunks", lambda *_a, **_k: None)
         expected = _run_all(project, "home-sequential", "sequential")
     yield project, expected
     project.close()
@@ -236,7 +236,7 @@ def test_dask_and_ray_workers_read_parquet_chunks_to_the_same_result(
     def no_driver_reads(*_args: Any, **_kwargs: Any) -> Any:
         raise AssertionError("the driver read chunks of a Parquet source")
 
-    monkeypatch.setattr(runner, "read_chunks", no_driver_reads)
+    monkeypatch.setattr(streaming, "read_chunks", no_driver_reads)
     rows, evidence = _run_all(project, f"home-{engine}", engine)
     assert rows.equals(expected_rows)
     assert evidence == expected_evidence

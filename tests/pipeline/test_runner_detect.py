@@ -2,8 +2,9 @@
 
 One CSV partition of 2,500 orders (chunks of 1,000) whose totals lie between 5 and 400, with
 three planted totals of 250,000. A gold MAD step flags exactly those three in every chunk, so
-the expectation holds with per-chunk statistics too. Routing flagged rows and whole-input
-statistics need the runner/chunkflow integration; those tests are skipped until it lands.
+the expectation holds with per-chunk statistics too. Detectors are fitted on the whole input
+(a pre-pass), so scores do not depend on the chunk size, and flagged rows can be routed to
+quarantine like failed rows.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from factories import (
     set_rows,
 )
 from signalfactory.core.records import CertificationStatus, GateResult, RunStatus, Stage
-from signalfactory.pipeline import chunkflow, runner
 
 PLANTED = (4, 1234, 2400)  # row positions; order_id is position + 1
 PLANTED_IDS = {p + 1 for p in PLANTED}
@@ -84,18 +84,9 @@ def test_a_non_numeric_detect_column_fails_the_run_naming_step_and_column(
     assert "detect step 'odd': column 'country' is String" in str(outcome.run.error)
 
 
-ROUTING = pytest.mark.skipif(
-    "routing_rules" not in vars(chunkflow),
-    reason="routing detect flags needs the chunkflow integration (detect.routing_rules)",
-)
-PREPASS = pytest.mark.skipif(
-    "fit_detectors" not in vars(runner),
-    reason="whole-input detect statistics need the runner pre-pass (detect.fit_detectors)",
-)
 ROUTED_MAD: dict[str, Any] = {"detect": {**MAD_STEP["detect"], "route": True}}
 
 
-@ROUTING
 def test_routed_detect_step_quarantines_the_flagged_rows(project: Project) -> None:
     write(project, gold=[ROUTED_MAD])
     sf = project.open()
@@ -110,7 +101,6 @@ def test_routed_detect_step_quarantines_the_flagged_rows(project: Project) -> No
     assert outcome.run.reconciliation["balanced"] is True
 
 
-@ROUTING
 def test_routed_gold_anomalies_have_gold_dq_evidence(project: Project) -> None:
     write(project, gold=[ROUTED_MAD])
     sf = project.open()
@@ -121,8 +111,6 @@ def test_routed_gold_anomalies_have_gold_dq_evidence(project: Project) -> None:
     assert evidence.metrics["failures_by_signature"] == {"ANOMALY:mad:order_total": 3}
 
 
-@ROUTING
-@PREPASS
 def test_silver_and_gold_detect_steps_route_and_score_on_threads(project: Project) -> None:
     silver: dict[str, Any] = {
         "detect": {"method": "iqr", "columns": ["order_total"], "route": True}
@@ -145,7 +133,6 @@ def test_silver_and_gold_detect_steps_route_and_score_on_threads(project: Projec
         assert not certified["iqr_flag"].any()
 
 
-@PREPASS
 @pytest.mark.parametrize("stage", ["silver", "gold"])
 def test_detect_scores_do_not_depend_on_the_chunk_size(project: Project, stage: str) -> None:
     zscore: dict[str, Any] = {"detect": {"method": "zscore", "columns": ["order_total"]}}

@@ -65,7 +65,7 @@ def conform(
     breaks: list[str] = []
     warnings: list[str] = []
     casts: list[pl.Expr] = []
-    cast_failures: list[tuple[str, pl.Expr]] = []
+    texts: list[tuple[str, str]] = []  # (column, its declared type) cast from text
     for name, constraint in declared.items():
         expected = constraint.logical
         if name not in df.columns:
@@ -75,20 +75,8 @@ def conform(
         dtype = df.schema[name]
         seen = observed_type(dtype)
         if seen == "STRING" and expected.name != "STRING" and not typed:
-            cast = expected.from_text(name)
-            bad = (
-                pl.col(name).is_not_null() & (pl.col(name).str.strip_chars() != "") & cast.is_null()
-            )
-            n_bad, n_present = df.select(
-                bad.sum().alias("bad"), pl.col(name).is_not_null().sum().alias("present")
-            ).row(0)
-            # Whether the column as a whole is text is judged over the run, not the chunk
-            # (see ``promote_text_breaks``), so the result never depends on chunk size.
-            tally.counters[f"text_values:{name}:{expected.name}"] += int(n_present)
-            tally.counters[f"text_uncastable:{name}:{expected.name}"] += int(n_bad)
-            casts.append(cast.alias(name))
-            if n_bad:
-                cast_failures.append((f"TYPE_MISMATCH:{name}:{expected.name}", bad))
+            texts.append((name, expected.name))
+            casts.append(expected.from_text(name).alias(_cast_name(len(texts) - 1)))
         elif ((seen == expected.name) if mode == "strict" else expected.accepts(seen)) or (
             not exact_decimals and expected.name == "DECIMAL" and expected.accepts(seen)
         ):
@@ -97,6 +85,30 @@ def conform(
         else:
             sig = f"SCHEMA_BREAK:{name}:{expected.name}→{seen}"
             (warnings if mode == "breaking" else breaks).append(sig)
+    cast_failures: list[tuple[str, pl.Expr]] = []
+    arrived = list(df.columns)  # quarantined rows keep the columns as they arrived
+    if texts and not breaks:
+        # Every cast once, all columns in one pass: the cast values sit beside the text
+        # until the uncastable values are counted.
+        df = df.with_columns(casts)
+        casts = []
+        bad = [
+            pl.col(name).is_not_null()
+            & pl.col(_cast_name(i)).is_null()
+            & (pl.col(name).str.strip_chars() != "")
+            for i, (name, _) in enumerate(texts)
+        ]
+        counts = df.select(
+            *(flag.sum().alias(f"bad{i}") for i, flag in enumerate(bad)),
+            *(pl.col(name).is_not_null().sum().alias(f"n{i}") for i, (name, _) in enumerate(texts)),
+        ).row(0, named=True)
+        for i, (name, kind) in enumerate(texts):
+            # Whether the column as a whole is text is judged over the run, not the chunk
+            # (see ``promote_text_breaks``), so the result never depends on chunk size.
+            tally.counters[f"text_values:{name}:{kind}"] += int(counts[f"n{i}"])
+            tally.counters[f"text_uncastable:{name}:{kind}"] += int(counts[f"bad{i}"])
+            if counts[f"bad{i}"]:
+                cast_failures.append((f"TYPE_MISMATCH:{name}:{kind}", bad[i]))
     # Constraints may list only some fields (as in the PRD's example), so fields beyond them
     # are listed, not rejected; drift against the certified table is judged at gold.
     tally.metrics["undeclared_fields"] = sorted(n for n in observed if n not in declared)
@@ -108,7 +120,20 @@ def conform(
         tally.rows_failed = df.height
         invalid = df.with_columns(pl.lit("; ".join(breaks)).alias(REASONS))
         return Conformed(df.clear(), invalid, tally, broken=True)
-    invalid = df.clear().with_columns(pl.lit(None, pl.String).alias(REASONS))
+    cast_columns = [_cast_name(i) for i in range(len(texts))]
+    if texts:
+        text_names = [name for name, _ in texts]
+        # The text as it arrived, for quarantined rows; the cast value for the others.
+        as_text = [c for c in df.columns if c not in cast_columns]
+        as_cast = [
+            pl.col(_cast_name(text_names.index(c))).alias(c) if c in text_names else pl.col(c)
+            for c in as_text
+        ]
+    invalid = (
+        df.select(pl.exclude(cast_columns))
+        .clear()
+        .with_columns(pl.lit(None, pl.String).alias(REASONS))
+    )
     if cast_failures:
         flags = [expr.alias(f"__sf_c{i}") for i, (_, expr) in enumerate(cast_failures)]
         marked = df.with_columns(flags)
@@ -126,15 +151,21 @@ def conform(
                     ignore_nulls=True,
                 ).alias(REASONS)
             )
-            .drop(names)
+            .select(*arrived, REASONS)
         )
         for n, (sig, _) in zip(names, cast_failures, strict=True):
             tally.row_signatures[sig] += int(marked.select(pl.col(n).sum()).item())
         tally.rows_failed = invalid.height
         df = marked.filter(~any_bad).drop(names)
+    if texts:
+        df = df.select(as_cast)
     if casts:
         df = df.with_columns(casts)
     return Conformed(df, invalid, tally, broken=False)
+
+
+def _cast_name(i: int) -> str:
+    return f"__sf_t{i}"
 
 
 def promote_text_breaks(tally: GateTally, mode: str) -> None:

@@ -10,33 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-import pyarrow as pa
 import structlog
 
 from signalfactory.core.errors import (
     ConfigError,
-    InputDataError,
     LimitExceeded,
     SignalFactoryError,
     Terminal,
 )
-from signalfactory.core.faults import crash_point
 from signalfactory.core.protocols import MetadataStore
 from signalfactory.core.records import (
     CertificationState,
     CertificationStatus,
-    Checkpoint,
-    DeadLetter,
     DeadLetterStatus,
     Evidence,
     GateResult,
@@ -52,36 +45,24 @@ from signalfactory.core.records import (
 )
 from signalfactory.enforcement.catalog import CERTIFICATION
 from signalfactory.enforcement.outcomes import Decision
-from signalfactory.enforcement.pii import PII_PATTERNS
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
-from signalfactory.enforcement.schema import logical_schema
 from signalfactory.pipeline.alerts import build_alerts
 from signalfactory.pipeline.chunkflow import (
-    ChunkOutcome,
-    ChunkProcessor,
     Staging,
-    discard_unfinished,
 )
 from signalfactory.pipeline.gating import decide_gates, totals
 from signalfactory.pipeline.hooks import HookSet, RunHook
 from signalfactory.pipeline.leases import Heartbeat, claim, owner_id, wait_for
 from signalfactory.pipeline.limits import Watchdog, check_before_start
 from signalfactory.pipeline.paths import DatasetPaths
-from signalfactory.pipeline.progress import Listener, ProgressTracker, finish_progress
+from signalfactory.pipeline.progress import Listener, finish_progress
 from signalfactory.pipeline.publish import Published, publish, record_certification
-from signalfactory.pipeline.retrying import DeadLettered, ReadFailed, Retried, RetryPolicy
-from signalfactory.pipeline.uniqueness import KeyStore, UniqueTracker
-from signalfactory.production.chunk_refs import ChunkRef, CsvChunkRef, plan_chunks
-from signalfactory.production.detect import fit_detectors
-from signalfactory.production.engines import EngineCache, check_engine, create_engine
+from signalfactory.pipeline.streaming import ACTOR, ChunkStreamer, RunContext, scrub
+from signalfactory.production.engines import EngineCache, check_engine
 from signalfactory.production.exports import run_exports
-from signalfactory.production.formats import Chunk, read_chunks
-from signalfactory.production.lake import table_schema
 from signalfactory.production.spec import PipelineSpec
-from signalfactory.production.steps import compile_steps
 
 log = structlog.get_logger("signalfactory.run")
-ACTOR = "signalfactory.runner"
 _EVIDENCE_FIELDS = (
     "stage",
     "gate",
@@ -110,22 +91,6 @@ class RunOutcome:
         data["alerts"] = self.alerts
         data["reused"] = self.reused
         return data
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Everything one run works on, fixed at plan time."""
-
-    run: RunRecord
-    spec: PipelineSpec
-    dataset: DatasetSpec
-    policy: PolicyBundle
-    paths: DatasetPaths
-    partition: dict[str, str]
-    files: list[Path]
-    producer: str
-    pii_key: bytes
-    staging_dir: Path
 
 
 def idempotency_key(
@@ -172,19 +137,6 @@ def idempotency_key(
     return digest.hexdigest()
 
 
-def scrub(message: str) -> str:
-    """Errors may quote data (polars echoes values a cast failed on): hide PII-shaped text."""
-    for name, regex in PII_PATTERNS.items():
-        message = re.sub(regex, f"<{name}>", message)
-    return message
-
-
-def _certified_schema(schema: pa.Schema | None) -> dict[str, str] | None:
-    if schema is None:
-        return None
-    return logical_schema(pl.DataFrame(schema.empty_table()).schema)
-
-
 class PipelineRunner:
     def __init__(
         self,
@@ -204,6 +156,7 @@ class PipelineRunner:
         self.staging_root = staging_root
         self.pii_key = pii_key
         self.hooks = HookSet(hooks)
+        self.streamer = ChunkStreamer(store, engines, progress_listener)
 
     # -- ledger --------------------------------------------------------------------------
     def _transition(self, run: RunRecord, old: RunStatus | None, reason: str) -> None:
@@ -415,181 +368,13 @@ class PipelineRunner:
         return outcome
 
     # -- stage + process -----------------------------------------------------------------
-    def _dead_letter(self, ctx: RunContext, dead: DeadLettered) -> None:
-        letter = DeadLetter(
-            dead_letter_id=new_id("dlq"),
-            run_id=ctx.run.run_id,
-            dataset_urn=ctx.dataset.urn,
-            chunk_index=dead.index,
-            correlation_id=f"{ctx.run.run_id}:chunk-{dead.index}",
-            error_type=dead.error_type,
-            error=scrub(dead.error),
-            attempts=dead.attempts,
-            payload_sample={"rows": dead.rows, "sample": dead.sample},
-        )
-        self.store.add_dead_letter(letter)
-        self.store.append_transition(
-            Transition(
-                subject=letter.dead_letter_id,
-                from_status=None,
-                to_status="OPEN",
-                actor=ACTOR,
-                reason=f"chunk {dead.index} of run {ctx.run.run_id} failed {dead.attempts} "
-                f"time(s): {dead.error_type}",
-            )
-        )
-        log.warning(
-            "chunk_dead_lettered",
-            run_id=ctx.run.run_id,
-            chunk=dead.index,
-            error_type=dead.error_type,
-            attempts=dead.attempts,
-        )
-
-    def _stream(
-        self, ctx: RunContext, staging: Staging, watchdog: Watchdog
-    ) -> tuple[list[ChunkOutcome], list[DeadLettered]]:
-        """Process every chunk not yet checkpointed; return all chunks' outcomes in order."""
-        spec = ctx.spec
-        done = {
-            c.chunk_index: ChunkOutcome.from_json(c.payload)
-            for c in self.store.list_checkpoints(ctx.run.run_id)
-        }
-        discard_unfinished(ctx.staging_dir, set(done))
-        if self.engines is not None:
-            engine = self.engines.get(spec.engine, spec.max_workers, spec.engine_address)
-        else:
-            engine = create_engine(spec.engine, spec.max_workers, spec.engine_address)
-        processor = ChunkProcessor(
-            policy=ctx.policy,
-            partition=ctx.partition,
-            silver_steps=spec.steps.silver,
-            gold_steps=spec.steps.gold,
-            base_dir=spec.base_dir,
-            staging=staging,
-            certified_schema=_certified_schema(table_schema(ctx.paths.certified)),
-            pii_key=ctx.pii_key,
-            in_process=engine.in_process,
-        )
-        keys = KeyStore(ctx.staging_dir / "keys")
-        trackers = {c: UniqueTracker(c) for c in processor.unique_columns}
-        for index in sorted(done):
-            for column, tracker in trackers.items():
-                tracker.seed(keys.load(column, index))
-
-        def flagged(prepared: Iterator[Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
-            # The ordered step between the two phases: engine.map yields in chunk order.
-            for item in prepared:
-                if isinstance(item, DeadLettered | ReadFailed):
-                    yield item, {}
-                    continue
-                flags = {}
-                for column, (values, present) in item.keys.items():
-                    flags[column] = trackers[column].check_keys(values, present)
-                    keys.save(column, item.outcome.index, values[present])
-                yield item, flags
-
-        progress = ProgressTracker(
-            self.store,
-            ctx.run.run_id,
-            ctx.files,
-            spec.source.format,
-            spec.chunk_size,
-            listener=self.progress_listener,
-            key=spec.source.key,
-        )
-        progress.start(len(done), sum(o.rows_read for o in done.values()))
-
-        dead: list[DeadLettered] = []
-
-        def checkpoint(outcome: ChunkOutcome | DeadLettered | ReadFailed) -> ChunkOutcome | None:
-            if isinstance(outcome, ReadFailed):
-                raise InputDataError(outcome.message)
-            if isinstance(outcome, DeadLettered):
-                dead.append(outcome)
-                self._dead_letter(ctx, outcome)
-                progress.chunk_done(outcome.rows)
-                return None
-            self.store.add_checkpoint(Checkpoint(ctx.run.run_id, outcome.index, outcome.to_json()))
-            crash_point("after_checkpoint", chunk=outcome.index)
-            progress.chunk_done(outcome.rows_read)
-            watchdog.check()
-            return outcome
-
-        source_args = (ctx.files, spec.source.format, spec.chunk_size)
-        source_kwargs: dict[str, Any] = {
-            "allow_pickle": spec.source.allow_pickle,
-            "key": spec.source.key,
-        }
-        # Workers read their own chunks where the format allows (Parquet): the driver sends a
-        # few-byte ChunkRef instead of reading the rows and shipping them to another process,
-        # and holds no read-ahead chunks (in-process engines use less memory this way too).
-        refs = plan_chunks(*source_args, **source_kwargs)
-        source: Iterator[Chunk | ChunkRef | CsvChunkRef] = (
-            refs if refs is not None else read_chunks(*source_args, **source_kwargs)
-        )
-        chunks = (c for c in source if c.index not in done)
-        try:
-            policy = RetryPolicy(
-                spec.retries.attempts, spec.retries.backoff_s, spec.retries.max_backoff_s
-            )
-            gold_detect = any(s.detect is not None for s in spec.steps.gold)
-            if any(s.detect is not None for s in spec.steps.silver):
-                # Pre-pass: silver detectors are fitted on every conformed chunk (staged bronze).
-                def bronze() -> Iterator[pl.DataFrame]:
-                    for chunk in read_chunks(
-                        ctx.files,
-                        spec.source.format,
-                        spec.chunk_size,
-                        allow_pickle=spec.source.allow_pickle,
-                        key=spec.source.key,
-                    ):
-                        frame = processor.bronze_frame(chunk)
-                        if frame is not None:
-                            yield frame
-
-                silver_steps = compile_steps(spec.steps.silver, spec.base_dir)
-                processor.bind("silver", fit_detectors(silver_steps, bronze))
-            finish = processor.finish_silver if gold_detect else processor.finish
-            if processor.needs_ordering:
-                prepared = engine.map(Retried(processor.prepare, policy), chunks)
-                results = engine.map(Retried(finish, policy), flagged(prepared))
-            elif gold_detect:
-                prepared = engine.map(Retried(processor.prepare, policy), chunks)
-                results = engine.map(Retried(finish, policy), ((p, {}) for p in prepared))
-            else:
-                results = engine.map(Retried(processor, policy), chunks)
-            if gold_detect:
-                # Gold detectors are fitted on the whole staged silver layer, then gold runs.
-                silver_done = list(results)
-                gold_steps = compile_steps(spec.steps.gold, spec.base_dir)
-                processor.bind(
-                    "gold",
-                    fit_detectors(
-                        gold_steps, lambda: (pl.read_parquet(f) for f in staging.silver.files())
-                    ),
-                )
-                results = engine.map(Retried(processor.finish_gold, policy), silver_done)
-            fresh = [o for o in (checkpoint(r) for r in results) if o is not None]
-        finally:
-            if self.engines is None:
-                engine.close()
-            progress.close()
-        if len(dead) > spec.dead_letter.max_chunks:
-            first = min(dead, key=lambda d: d.index)
-            # Over the dead-letter budget: the run fails; re-running the key retries only the
-            # dead-lettered chunks (the others are checkpointed).
-            raise Terminal(first.error)
-        progress.phase("publishing")
-        return sorted([*done.values(), *fresh], key=lambda o: o.index), dead
-
     def _execute(self, ctx: RunContext, plan_started: datetime) -> RunOutcome:
         run = ctx.run
         staging = Staging.under(ctx.staging_dir)
         timings = [StageTiming("plan", plan_started, utcnow(), rows_in=len(ctx.files))]
         stream_started = utcnow()
         watchdog = Watchdog(ctx.spec)
-        outcomes, dead = self._stream(ctx, staging, watchdog)
+        outcomes, dead = self.streamer.stream(ctx, staging, watchdog)
         stream_finished = utcnow()
         counts = totals(outcomes)
         timings += [

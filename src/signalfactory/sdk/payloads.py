@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from signalfactory.core.records import RunRecord, RunStatus, utcnow
-from signalfactory.pipeline.runner import scrub
+from signalfactory.pipeline.streaming import scrub
 from signalfactory.sdk.results import ObservationResult
 
 
