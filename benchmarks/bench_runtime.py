@@ -15,8 +15,9 @@ Three parts, each measurement a fresh child process (``benchmarks.runtime_child`
    (repeat r runs every contender, order rotated by r); medians; ratios are paired.
 2. **Engine overhead per chunk**: 1,000 chunks of 1,000 rows (the first 1M rows of
    lineitem as Parquet) on every engine; overhead = (engine - sequential) / chunks.
-3. **Peak RSS vs input size**: the same pipeline (threads, chunk 1,000,000, Parquet) on a
-   small and a large input; the claim is that peak RSS does not grow with input size.
+3. **Peak RSS vs input size**: the same pipeline (threads, chunk 1,000,000; Parquet, or CSV
+   with ``--rss-format csv``) on a small and a large input (``--rss-scales 1.3,13 --rss-format
+   csv`` is 1 GB vs 10 GB); the claim is that peak RSS does not grow with input size.
 
 Dask and Ray are started by a tiny warm-up partition on the same ``SignalFactory`` before the
 clock starts (the engine cache keeps them alive), so their startup is not in the times.
@@ -414,9 +415,7 @@ def print_report(
             )
         console.print(ot)
     if rss:
-        rt = Table(
-            title="Peak RSS vs input size (threads, Parquet, chunk 1,000,000)", title_justify="left"
-        )
+        rt = Table(title="Peak RSS vs input size (threads, chunk 1,000,000)", title_justify="left")
         for col in ("input", "MB", "rows", "median s", "peak RSS MB", "+workers MB"):
             rt.add_column(col, justify="left" if col == "input" else "right")
         for key in ("small", "large"):
@@ -450,6 +449,7 @@ def run_suite(
     formats: Sequence[str],
     *,
     rss_scales: tuple[float, float] | None,
+    rss_format: str = "parquet",
     overhead: bool = True,
     overhead_rows: int = OVERHEAD_ROWS,
     results_path: Path | None = None,
@@ -509,25 +509,26 @@ def run_suite(
     rss: dict[str, Any] = {}
     if rss_scales:
         lo, hi = rss_scales
-        print(f"peak RSS vs input: SF{lo:g} vs SF{hi:g} Parquet, threads", flush=True)
+        label = "CSV" if rss_format == "csv" else "Parquet"
+        print(f"peak RSS vs input: SF{lo:g} vs SF{hi:g} {label}, threads", flush=True)
         for key, sf in (("small", lo), ("large", hi)):
-            path = ensure_lineitem(sf, "parquet")
-            reused = throughput.get("parquet", {}).get("ours-threads")
+            path = ensure_lineitem(sf, rss_format)
+            reused = throughput.get(rss_format, {}).get("ours-threads")
             if sf == scale and reused and "median_s" in reused:
                 rss[key] = reused
             else:
                 runs = interleaved(
                     ["ours-threads"],
                     1,
-                    "parquet",
+                    rss_format,
                     path,
-                    warm["parquet"],
+                    warm[rss_format],
                     CHUNK_SIZE,
                     f"rss-sf{_scale_name(sf)}",
                 )
                 raw[f"rss-{key}"] = runs
                 rss[key] = summarize(runs, None)["ours-threads"]
-            rss[f"{key}_label"] = f"SF{sf:g} Parquet"
+            rss[f"{key}_label"] = f"SF{sf:g} {label}"
             rss[f"{key}_mb"] = path.stat().st_size / 1e6
     loads.append(os.getloadavg()[0])
     targets = evaluate(throughput, overhead_summary, rss)
@@ -602,6 +603,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="two scale factors for the RSS-vs-input check, e.g. 1,3 (default: scale and 3×scale)",
     )
+    parser.add_argument(
+        "--rss-format",
+        choices=FORMATS,
+        default="parquet",
+        help="input format of the RSS-vs-input check (csv: e.g. --rss-scales 1.3,13 for 1 GB "
+        "vs 10 GB)",
+    )
     parser.add_argument("--no-overhead", action="store_true", help="skip the 1,000-chunk part")
 
 
@@ -623,6 +631,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         engines,
         formats,
         rss_scales=(lo, hi),
+        rss_format=args.rss_format,
         overhead=not args.no_overhead,
         overhead_rows=100_000 if args.quick else OVERHEAD_ROWS,
     )

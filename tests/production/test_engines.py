@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+import os
 import random
 import threading
 from collections.abc import Iterator
@@ -22,7 +25,12 @@ from factories import (
 )
 from signalfactory.core.errors import ConfigError
 from signalfactory.pipeline.runner import RunOutcome
-from signalfactory.production.engines import SequentialEngine, ThreadEngine, create_engine
+from signalfactory.production.engines import (
+    SequentialEngine,
+    ThreadEngine,
+    create_engine,
+    worker_environ,
+)
 
 
 @pytest.mark.parametrize("name", ["sequential", "threads", "THREADS"])
@@ -134,3 +142,32 @@ def test_sequential_and_threads_give_the_same_run(project: Project) -> None:
     assert comparable(seq) == comparable(thr)
     for field in ("rows_read", "rows_written", "rows_quarantined", "rows_dropped"):
         assert getattr(seq.run, field) == getattr(thr.run, field), field
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["processes", "dask", "ray"])
+def test_worker_processes_size_polars_to_their_share_of_the_cores(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers on this machine get cores // 2 polars threads each (at least one), not
+    every core each; the driver's own pool and environment are left as they were."""
+    monkeypatch.delenv("POLARS_MAX_THREADS", raising=False)
+    expected = max(1, (os.cpu_count() or 1) // 2)
+    assert worker_environ(2) == {"POLARS_MAX_THREADS": str(expected)}
+    driver_threads = pl.thread_pool_size()
+    engine = create_engine(name, 2)
+    # Library callables only: a Ray worker cannot import this test module.
+    probes: list[Any] = [pl.thread_pool_size, functools.partial(os.getenv, "POLARS_MAX_THREADS")]
+    try:
+        seen = list(engine.map(operator.call, probes * 4))
+    finally:
+        engine.close()
+    assert set(seen[0::2]) == {expected}
+    assert set(seen[1::2]) == {str(expected)}
+    assert "POLARS_MAX_THREADS" not in os.environ
+    assert pl.thread_pool_size() == driver_threads
+
+
+def test_an_explicit_polars_thread_limit_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLARS_MAX_THREADS", "3")
+    assert worker_environ(2) == {}

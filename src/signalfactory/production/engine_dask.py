@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from signalfactory.core.errors import ConfigError, Transient
-from signalfactory.production.engines import ordered_window
+from signalfactory.production.engines import ordered_window, worker_environ
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,6 +42,7 @@ class DaskEngine:
                         threads_per_worker=1,
                         processes=True,
                         dashboard_address=":0",  # never the fixed 8787 another may hold
+                        env=worker_environ(self.max_workers),
                     )
                     self._client = Client(self._cluster)  # type: ignore[no-untyped-call]
             except OSError as exc:

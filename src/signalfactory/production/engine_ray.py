@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from signalfactory.core.errors import ConfigError
-from signalfactory.production.engines import ordered_window
+from signalfactory.production.engines import ordered_window, worker_environ
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,6 +42,9 @@ class RayEngine:
                     include_dashboard=False,
                     log_to_driver=False,
                     configure_logging=False,
+                    runtime_env=None
+                    if self.address
+                    else {"env_vars": worker_environ(self.max_workers)},
                 )
                 self._started_here = True
             self._remote = ray.remote(num_cpus=1)(_call)

@@ -18,7 +18,10 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
+
+import polars as pl
 
 from signalfactory.core.errors import ConfigError
 from signalfactory.core.protocols import Engine
@@ -50,6 +53,35 @@ def ordered_window(
 
 def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 2))
+
+
+def worker_environ(workers: int) -> dict[str, str]:
+    """Environment for worker processes on this machine: polars sizes its thread pool to the
+    cores each worker has (``cores // workers``, at least 1) instead of to all of them, so
+    ``workers`` processes do not run ``workers × cores`` threads on ``cores`` cores (Dask sets
+    ``OMP_NUM_THREADS=1`` in its workers for the same reason). An explicit
+    ``POLARS_MAX_THREADS`` in the environment wins."""
+    if "POLARS_MAX_THREADS" in os.environ:
+        return {}
+    return {"POLARS_MAX_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, workers)))}
+
+
+@contextmanager
+def _environ(extra: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _ready() -> None:
+    return None
 
 
 class SequentialEngine:
@@ -120,9 +152,16 @@ class ProcessEngine(_PoolEngine):
     in_process: bool = False
 
     def _new_pool(self) -> Executor:
-        return ProcessPoolExecutor(
+        # Spawned workers inherit the environment they start in: start them all now, with
+        # their thread limit, and leave this process's own (already sized) pool alone.
+        pl.thread_pool_size()
+        pool = ProcessPoolExecutor(
             self.max_workers, mp_context=multiprocessing.get_context("spawn")
         )
+        with _environ(worker_environ(self.max_workers)):
+            for started in [pool.submit(_ready) for _ in range(self.max_workers)]:
+                started.result()
+        return pool
 
 
 def _dask_engine(max_workers: int | None, address: str | None) -> Engine:
