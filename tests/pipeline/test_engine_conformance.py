@@ -91,41 +91,30 @@ def test_every_engine_certifies_the_same_rows_with_the_same_evidence(
     assert evidence == expected_evidence
 
 
-def _parquet_project(root: Any) -> Project:
-    """Two Parquet files per partition (a chunk spans both), defects and a cross-chunk
-    duplicate key, so workers read slices of several files and the ordered check runs."""
+def _two_file_project(root: Any, fmt: str = "parquet") -> Project:
+    """Two files per partition (a chunk spans both), defects and a cross-chunk duplicate key,
+    so workers read slices of several files and the ordered check runs."""
     project = Project(root)
-    project.write(pipeline=pipeline_doc(fmt="parquet"))
+    project.write(pipeline=pipeline_doc(fmt=fmt))
     day1 = orders(5_500, seed=5)
     day1 = set_rows(day1, [10, 4_000], order_total=-3.0)
     day1 = set_rows(day1, [4_500], order_id=11)
     folder = project.root / "raw" / f"dt={DAY1}"
-    write_source(folder, day1.head(2_300), "parquet", name="a")
-    write_source(folder, day1.tail(3_200), "parquet", name="b")
-    project.partition(DAY2, orders(3_200, seed=6, first_id=10_000, day=DAY2), "parquet")
+    write_source(folder, day1.head(2_300), fmt, name="a")
+    write_source(folder, day1.tail(3_200), fmt, name="b")
+    project.partition(DAY2, orders(3_200, seed=6, first_id=10_000, day=DAY2), fmt)
     return project
 
 
-@pytest.mark.slow
-def test_workers_read_parquet_chunks_themselves(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Engines get ChunkRefs, never rows: the driver does not read a single chunk (its
-    ``read_chunks`` is broken here; spawned workers import their own), and the certified
-    table and evidence of processes and threads equal a sequential run's whose driver reads
-    the chunks and hands over the rows (the path of formats that cannot be sliced)."""
-    project = _parquet_project(tmp_path / "project")
-    with monkeypatch.context() as patch:
-        patch.setattr(streaming, "plan_chunks", lambda *_a, **_k: None)
-        expected_rows, expected_evidence = _run_all(project, "home-sequential", "sequential")
-
+def _forbid_driver_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_driver_reads(*_args: Any, **_kwargs: Any) -> Any:
-        raise AssertionError("the driver read chunks of a Parquet source")
+        raise AssertionError("the driver read chunks of a source workers can read themselves")
 
     monkeypatch.setattr(streaming, "read_chunks", no_driver_reads)
-    rows, evidence = _run_all(project, "home-threads", "threads")
-    assert rows.equals(expected_rows)
-    assert evidence == expected_evidence
+
+
+def _record_process_items(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every item the process engine is handed, in order."""
     seen: list[Any] = []
     real_map = ProcessEngine.map
 
@@ -138,6 +127,27 @@ def test_workers_read_parquet_chunks_themselves(
         return real_map(self, fn, record(items))
 
     monkeypatch.setattr(ProcessEngine, "map", spy)
+    return seen
+
+
+@pytest.mark.slow
+def test_workers_read_parquet_chunks_themselves(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engines get ChunkRefs, never rows: the driver does not read a single chunk (its
+    ``read_chunks`` is broken here; spawned workers import their own), and the certified
+    table and evidence of processes and threads equal a sequential run's whose driver reads
+    the chunks and hands over the rows (the path of formats that cannot be sliced)."""
+    project = _two_file_project(tmp_path / "project")
+    with monkeypatch.context() as patch:
+        patch.setattr(streaming, "plan_chunks", lambda *_a, **_k: None)
+        expected_rows, expected_evidence = _run_all(project, "home-sequential", "sequential")
+
+    _forbid_driver_reads(monkeypatch)
+    rows, evidence = _run_all(project, "home-threads", "threads")
+    assert rows.equals(expected_rows)
+    assert evidence == expected_evidence
+    seen = _record_process_items(monkeypatch)
     rows, evidence = _run_all(project, "home-processes", "processes")
     project.close()
     assert rows.height == 5_500 + 3_200 - 3
@@ -156,34 +166,13 @@ def test_workers_read_parquet_chunks_themselves(
 def test_workers_read_csv_chunks_themselves(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """CSV too: the driver scans line ends and sends CsvChunkRefs (byte ranges), workers parse
     them; the result equals a sequential run whose driver streams and hands over the rows."""
-    project = Project(tmp_path / "project")
-    day1 = orders(5_500, seed=5)
-    day1 = set_rows(day1, [10, 4_000], order_total=-3.0)
-    day1 = set_rows(day1, [4_500], order_id=11)
-    folder = project.root / "raw" / f"dt={DAY1}"
-    write_source(folder, day1.head(2_300), "csv", name="a")
-    write_source(folder, day1.tail(3_200), "csv", name="b")
-    project.partition(DAY2, orders(3_200, seed=6, first_id=10_000, day=DAY2))
+    project = _two_file_project(tmp_path / "project", "csv")
     with monkeypatch.context() as patch:
         patch.setattr(streaming, "plan_chunks", lambda *_a, **_k: None)
         expected_rows, expected_evidence = _run_all(project, "home-sequential", "sequential")
 
-    def no_driver_reads(*_args: Any, **_kwargs: Any) -> Any:
-        raise AssertionError("the driver read chunks of a CSV source")
-
-    monkeypatch.setattr(streaming, "read_chunks", no_driver_reads)
-    seen: list[Any] = []
-    real_map = ProcessEngine.map
-
-    def spy(self: ProcessEngine, fn: Any, items: Any) -> Any:
-        def record(items: Any) -> Any:
-            for item in items:
-                seen.append(item)
-                yield item
-
-        return real_map(self, fn, record(items))
-
-    monkeypatch.setattr(ProcessEngine, "map", spy)
+    _forbid_driver_reads(monkeypatch)
+    seen = _record_process_items(monkeypatch)
     rows, evidence = _run_all(project, "home-processes", "processes")
     project.close()
     assert rows.height == 5_500 + 3_200 - 3
@@ -218,7 +207,7 @@ def parquet_reference(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Project, Any]]:
     """The Parquet project run on sequential with the driver reading the rows."""
-    project = _parquet_project(tmp_path_factory.mktemp("parquet-engines") / "project")
+    project = _two_file_project(tmp_path_factory.mktemp("parquet-engines") / "project")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(streaming, "plan_chunks", lambda *_a, **_k: None)
         expected = _run_all(project, "home-sequential", "sequential")
@@ -232,11 +221,7 @@ def test_dask_and_ray_workers_read_parquet_chunks_to_the_same_result(
     parquet_reference: tuple[Project, Any], engine: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project, (expected_rows, expected_evidence) = parquet_reference
-
-    def no_driver_reads(*_args: Any, **_kwargs: Any) -> Any:
-        raise AssertionError("the driver read chunks of a Parquet source")
-
-    monkeypatch.setattr(streaming, "read_chunks", no_driver_reads)
+    _forbid_driver_reads(monkeypatch)
     rows, evidence = _run_all(project, f"home-{engine}", engine)
     assert rows.equals(expected_rows)
     assert evidence == expected_evidence

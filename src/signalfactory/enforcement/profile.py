@@ -2,11 +2,11 @@
 
 ``profile_frame`` profiles any polars frame lazily on the streaming engine (one pass for the
 column figures, one for partition row counts, one for enum sets), and ``profile_table`` scans
-a Delta table (deltalake → pyarrow dataset → polars), a Parquet, CSV or NDJSON file without
+a Delta table (polars' native Delta scan), a Parquet, CSV or NDJSON file without
 loading it first. Counts, nulls, min/max/mean/std stream in bounded memory; exact distinct
-counts and quantiles need each column's distinct values or its sort; ``exact=False`` estimates
-them on big frames instead (a hash-range sample, every k-th row), several times faster. A
-:class:`Baseline` has:
+counts and quantiles need each column's distinct values or its sort. (A certified run's partition
+is profiled from its chunks instead, with estimates: ``profile_chunks``.) A :class:`Baseline`
+has:
 
 * row counts per partition (``dt=2026-02-15``) and in total;
 * per column: logical type, null count and rate, distinct non-null values, for numeric
@@ -41,17 +41,8 @@ from signalfactory.enforcement.pii import PII_PATTERNS
 from signalfactory.enforcement.schema import fingerprint, logical_schema
 
 ENUM_MAX_DISTINCT = 50
-#: Above this many rows, an estimating profile (``exact=False``) takes its quantiles from an
-#: evenly spaced sample of about this many rows (and estimates big distinct counts).
-SAMPLE_ROWS = 200_000
-#: An estimating profile counts the distinct hashes in 1/HASH_SAMPLE of the 64-bit hash range
-#: and scales up (about 3% error at 16,000 values, less above); a column with fewer than
-#: ``_EXACT_BELOW`` sampled hashes is counted exactly.
-HASH_SAMPLE = 16
-_HASH_LIMIT = (1 << 64) // HASH_SAMPLE
-_EXACT_BELOW = 1_024
 QUANTILES = (("p01", 0.01), ("p25", 0.25), ("p50", 0.50), ("p75", 0.75), ("p99", 0.99))
-_NUMERIC = frozenset({"INTEGER", "DECIMAL", "DOUBLE"})
+NUMERIC_TYPES = frozenset({"INTEGER", "DECIMAL", "DOUBLE"})
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -130,14 +121,14 @@ def partition_key(values: Mapping[str, Any]) -> str:
     return "/".join(f"{k}={v}" for k, v in values.items())
 
 
-def _pii_like(values: Sequence[str]) -> bool:
+def pii_like(values: Sequence[str]) -> bool:
     return any(
         pl.Series(values, dtype=pl.String).str.contains(regex).any()
         for regex in PII_PATTERNS.values()
     )
 
 
-def _enum_like(distinct: int, present: int, limit: int) -> bool:
+def enum_like(distinct: int, present: int, limit: int) -> bool:
     # Low cardinality, and values repeat (two rows per value or more on average): a key
     # column of a small table is no enum.
     return 0 < distinct <= limit and 2 * distinct <= present
@@ -151,27 +142,11 @@ def profile_frame(
     partition_columns: Sequence[str] = (),
     enum_max_distinct: int = ENUM_MAX_DISTINCT,
     profiled_at: datetime | None = None,
-    exact: bool = True,
 ) -> Baseline:
-    """Profile ``frame`` (system ``_sf_`` columns are skipped) in streaming passes.
-
-    With ``exact=False`` a frame of more than ``SAMPLE_ROWS`` rows is profiled faster: its
-    distinct counts are estimated from a sample of the hash range (exact below
-    about 16,000 values) and its quantiles come from every k-th row (k
-    chosen for about ``SAMPLE_ROWS`` rows), and its columns say ``exact: false``. Row and null
-    counts, min, max, mean, std, partition row counts and enum sets stay exact.
-    """
+    """Profile ``frame`` (system ``_sf_`` columns are skipped) in streaming passes."""
     if enum_max_distinct < 0:
         raise ConfigError(f"enum_max_distinct must be 0 or more, got {enum_max_distinct}")
     lf = frame.lazy()
-    step = 1
-    if not exact:
-        try:
-            total_rows = int(lf.select(pl.len()).collect().item())
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise InputDataError(f"cannot profile {source}: {exc}") from None
-        step = max(1, total_rows // SAMPLE_ROWS)
-    estimated = step > 1
     schema = lf.collect_schema()
     names = [n for n in schema.names() if not n.startswith(SYSTEM_PREFIX)]
     missing = [c for c in partition_columns if c not in names]
@@ -183,45 +158,23 @@ def profile_frame(
     logical = logical_schema({n: schema[n] for n in names})
     values = [n for n in names if n not in partition_columns]
     exprs: list[pl.Expr] = [pl.len().alias("rows")]
-    quantiles: list[pl.Expr] = []  # over every ``step``-th row, in a pass of their own
     for i, name in enumerate(values):
         col = pl.col(name)
-        if estimated:  # distinct hashes below 1/HASH_SAMPLE of the hash range
-            hashed = col.drop_nulls().hash(seed=0)
-            distinct = hashed.filter(hashed < _HASH_LIMIT).n_unique()
-        else:
-            distinct = col.drop_nulls().n_unique()
-        exprs += [col.null_count().alias(f"n{i}"), distinct.alias(f"d{i}")]
-        if logical[name] in _NUMERIC:
+        exprs += [
+            col.null_count().alias(f"n{i}"),
+            col.drop_nulls().n_unique().alias(f"d{i}"),
+        ]
+        if logical[name] in NUMERIC_TYPES:
             num = col.cast(pl.Float64)
             exprs += [
                 num.min().alias(f"min{i}"),
                 num.max().alias(f"max{i}"),
                 num.mean().alias(f"mean{i}"),
                 num.std(ddof=0).alias(f"std{i}"),
+                *(num.quantile(q, "linear").alias(f"{k}{i}") for k, q in QUANTILES),
             ]
-            quantiles += [num.quantile(q, "linear").alias(f"{k}{i}") for k, q in QUANTILES]
-    few: list[int] = []  # columns whose distinct values an estimating profile counts exactly
     try:
-        if not estimated:
-            exprs += quantiles
         stats = lf.select(exprs).collect(engine="streaming").row(0, named=True)
-        if estimated and quantiles:
-            numeric_columns = [n for n in values if logical[n] in _NUMERIC]
-            sample = lf.select(numeric_columns).gather_every(step).select(quantiles)
-            stats.update(sample.collect(engine="streaming").row(0, named=True))
-        if estimated:
-            # Few sampled hashes mean few values: count those columns exactly (cheap, and
-            # a hash sample of a small set is a poor estimate); scale up the others.
-            few = [i for i in range(len(values)) if int(stats[f"d{i}"]) < _EXACT_BELOW]
-            if few:
-                counted = lf.select(
-                    [pl.col(values[i]).drop_nulls().n_unique().alias(f"d{i}") for i in few]
-                ).collect(engine="streaming")
-                stats.update(counted.row(0, named=True))
-            for i in range(len(values)):
-                if i not in few:
-                    stats[f"d{i}"] = int(stats[f"d{i}"]) * HASH_SAMPLE
         parts: dict[str, int] = {}
         if partition_columns:
             counts = lf.group_by(list(partition_columns)).len().collect(engine="streaming")
@@ -229,11 +182,11 @@ def profile_frame(
                 rows = int(row.pop("len"))
                 parts[partition_key({k: row[k] for k in partition_columns})] = rows
         total = int(stats["rows"])
-        enum_candidates = [  # small distinct counts are exact in both modes
+        enum_candidates = [
             name
             for i, name in enumerate(values)
             if logical[name] == "STRING"
-            and _enum_like(int(stats[f"d{i}"]), total - int(stats[f"n{i}"]), enum_max_distinct)
+            and enum_like(int(stats[f"d{i}"]), total - int(stats[f"n{i}"]), enum_max_distinct)
         ]
         enum_frames = pl.collect_all(
             [lf.select(pl.col(n).drop_nulls().unique().sort()) for n in enum_candidates],
@@ -244,13 +197,13 @@ def profile_frame(
     enums: dict[str, tuple[str, ...]] = {}
     for name, found in zip(enum_candidates, enum_frames, strict=True):
         seen = [str(v) for v in found.to_series()]
-        if not _pii_like(seen):
+        if not pii_like(seen):
             enums[name] = tuple(seen)
     row_count = total
     columns: dict[str, ColumnProfile] = {}
     for i, name in enumerate(values):
         numeric = None
-        if logical[name] in _NUMERIC and stats[f"min{i}"] is not None:
+        if logical[name] in NUMERIC_TYPES and stats[f"min{i}"] is not None:
             numeric = NumericStats(
                 min=stats[f"min{i}"],
                 max=stats[f"max{i}"],
@@ -265,7 +218,6 @@ def profile_frame(
             distinct_count=int(stats[f"d{i}"]),
             numeric=numeric,
             enum_values=enums.get(name),
-            exact=not estimated or (i in few and numeric is None),
         )
     return Baseline(
         source=source,
@@ -333,7 +285,6 @@ def profile_table(
     dataset_urn: str | None = None,
     partition: Mapping[str, str] | None = None,
     enum_max_distinct: int = ENUM_MAX_DISTINCT,
-    exact: bool = True,
 ) -> Baseline:
     """Profile the table at ``path`` (or one of its partitions) without loading it whole."""
     lf, part_cols = scan_table(path, partition)
@@ -343,7 +294,6 @@ def profile_table(
         dataset_urn=dataset_urn,
         partition_columns=part_cols,
         enum_max_distinct=enum_max_distinct,
-        exact=exact,
     )
 
 

@@ -28,21 +28,22 @@ import polars as pl
 
 from signalfactory.core.records import utcnow
 from signalfactory.enforcement.profile import (
-    _NUMERIC,
     ENUM_MAX_DISTINCT,
+    NUMERIC_TYPES,
     QUANTILES,
-    SAMPLE_ROWS,
     Baseline,
     ColumnProfile,
     NumericStats,
-    _enum_like,
-    _pii_like,
+    enum_like,
     partition_key,
+    pii_like,
 )
 from signalfactory.enforcement.schema import fingerprint, logical_schema
 
 KMV_SIZE = 16_384
 SAMPLE_EVERY = 32
+#: The merged quantile sample is thinned to about this many values.
+SAMPLE_ROWS = 200_000
 _HASH_RANGE = float(1 << 64)
 
 _SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -79,7 +80,7 @@ def chunk_profile(df: pl.DataFrame, enum_max_distinct: int = ENUM_MAX_DISTINCT) 
             "n": present.len(),
         }
         sample = None
-        if kind in _NUMERIC and present.len():
+        if kind in NUMERIC_TYPES and present.len():
             values = present.cast(pl.Float64)
             record.update(mean=values.mean(), m2=_m2(values), min=values.min(), max=values.max())
             sample = values.gather_every(SAMPLE_EVERY)
@@ -150,12 +151,12 @@ def merge_chunk_profiles(
         present = int(part["n"].sum())
         hashes = [np.asarray(h, dtype=np.uint64) for h in part["hashes"].to_list() if h]
         distinct, exact = _distinct(hashes)
-        numeric = _numeric(part) if kind in _NUMERIC and present else None
+        numeric = _numeric(part) if kind in NUMERIC_TYPES and present else None
         enum = None
         listed = part["values"].to_list()
         if kind == "STRING" and listed and all(v is not None for v in listed):
             union = sorted(set().union(*listed))
-            if _enum_like(len(union), present, enum_max_distinct) and not _pii_like(union):
+            if enum_like(len(union), present, enum_max_distinct) and not pii_like(union):
                 enum = tuple(union)
         columns[name] = ColumnProfile(
             type=kind,

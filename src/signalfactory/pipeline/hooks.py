@@ -83,6 +83,11 @@ class HookSet:
         for hook in self.hooks:
             hook.on_run_end(run)
 
+    @property
+    def take_partition_profiles(self) -> bool:
+        """Whether any hook takes ``partition_profile`` (else the runner need not merge one)."""
+        return any(hasattr(hook, "on_partition_profile") for hook in self.hooks)
+
     def partition_profile(self, run: RunRecord, profile: Baseline) -> None:
         """Before ``run_end`` of a certified run: the profile of the partition it certified,
         for hooks that take it (an optional ``on_partition_profile(run, profile)``)."""

@@ -355,7 +355,8 @@ class PipelineRunner:
                 log.error("run_failed", run_id=run.run_id, error_type=type(exc).__name__)
                 # Staging and checkpoints stay: re-running the key resumes from them.
                 return RunOutcome(self._fail(run, exc, created=True))
-        if outcome.run.certification_status is CertificationStatus.CERTIFIED:
+        certified = outcome.run.certification_status is CertificationStatus.CERTIFIED
+        if certified and self.hooks.take_partition_profiles:
             profile = Staging.under(ctx.staging_dir).partition_profile(
                 ctx.paths.certified, ctx.dataset.urn, ctx.partition
             )

@@ -205,8 +205,8 @@ class ChunkStreamer:
             "allow_pickle": spec.source.allow_pickle,
             "key": spec.source.key,
         }
-        # Workers read their own chunks where the format allows (Parquet): the driver sends a
-        # few-byte ChunkRef instead of reading the rows and shipping them to another process,
+        # Workers read their own chunks where the format allows (Parquet, CSV): the driver sends
+        # a few-byte descriptor instead of reading the rows and shipping them to another process,
         # and holds no read-ahead chunks (in-process engines use less memory this way too).
         refs = plan_chunks(*source_args, **source_kwargs)
         source: Iterator[Chunk | ChunkRef | CsvChunkRef] = (

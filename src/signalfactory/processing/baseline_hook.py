@@ -8,10 +8,8 @@ null rates) so the drift and data-quality signals can name it. When the dataset 
 yet, or only one profiled from other files (``signalfactory profile --from-path`` at
 bootstrap), the whole certified table is profiled instead. A pipeline run hands the roller its
 partition's profile, merged from what its chunk workers summarised
-(``on_partition_profile``), so the partition is not read back; without one (the SDK, an old
-run) the partition is profiled from the table, big partitions with estimated distinct counts
-and sampled quantiles (``profile_frame(exact=False)``). ``signalfactory profile`` gives exact
-figures.
+(``on_partition_profile``), so the partition is not read back; without one (the SDK) the
+partition is profiled, exactly, from the table.
 
 It never raises into the run: any failure is logged (with the run id and the error type) and
 the run goes on.
@@ -135,7 +133,6 @@ class BaselineRoller:
                 state.path,
                 dataset_urn=run.dataset_urn,
                 enum_max_distinct=self.enum_max_distinct,
-                exact=False,
             )
             diff: dict[str, Any] = {"partitions": sorted(baseline.partitions), "initial": True}
         else:
@@ -148,7 +145,6 @@ class BaselineRoller:
                     dataset_urn=run.dataset_urn,
                     partition=run.partition,
                     enum_max_distinct=before.enum_max_distinct,
-                    exact=False,
                 )
             diff = changes(before, part)
             baseline = roll_forward(before, part)

@@ -6,9 +6,9 @@ chunk size and worker count, not input size. ``sequential`` runs in the calling 
 ``threads`` uses a thread pool (polars and pyarrow release the GIL); ``processes`` a process
 pool; ``dask`` a ``dask.distributed`` cluster (a LocalCluster
 unless an address is given) and ``ray`` a Ray cluster (local unless an address is given).
-Dask and Ray are optional extras. The items are ``ChunkRef`` values where the source can be
-sliced (Parquet), which workers read themselves, and otherwise chunks of rows (pickled as
-Arrow IPC when they cross to another process).
+Dask and Ray are optional extras. The items are chunk descriptors where the source can be
+cut without reading it (``chunk_refs``: Parquet and CSV), which workers read themselves, and
+otherwise chunks of rows (pickled as Arrow IPC when they cross to another process).
 """
 
 from __future__ import annotations
