@@ -54,6 +54,16 @@ def test_refs_follow_the_first_files_column_order(tmp_path: Path) -> None:
     assert ref.read().df.select("a", "b").rows() == [(1, "x"), (2, "y"), (3, "z")]
 
 
+def test_files_of_one_chunk_with_other_column_types_are_named(tmp_path: Path) -> None:
+    pl.DataFrame({"a": [1, 2], "b": ["x", "y"]}).write_parquet(tmp_path / "1.parquet")
+    pl.DataFrame({"a": ["3"], "b": ["z"]}).write_parquet(tmp_path / "odd.parquet")
+    plan = plan_chunks([tmp_path / "1.parquet", tmp_path / "odd.parquet"], None, 1_000)
+    assert plan is not None
+    (ref,) = list(plan)
+    with pytest.raises(InputDataError, match=r"odd\.parquet.*different column types"):
+        ref.read()
+
+
 def test_a_file_with_other_columns_is_named_when_planned(tmp_path: Path) -> None:
     pl.DataFrame({"a": [1], "b": ["x"]}).write_parquet(tmp_path / "1.parquet")
     pl.DataFrame({"c": ["z"], "a": [3]}).write_parquet(tmp_path / "odd.parquet")

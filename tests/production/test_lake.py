@@ -94,6 +94,34 @@ def test_a_commit_adds_the_staged_files_themselves(tmp_path: Path) -> None:
     assert table.transaction_version("app:run1:bronze:g1") == 1
 
 
+def test_counts_only_footers_commit_the_same_statistics(tmp_path: Path) -> None:
+    """Bronze and quarantine skip min/max in their footers (a third of the encode); the
+    commit's row and null counts are the same, and silver-like layers keep min/max."""
+    import pyarrow.parquet as pq
+
+    counts_only = StagedLayer(tmp_path / "lean", min_max=False)
+    full = StagedLayer(tmp_path / "full")
+    for staged in (counts_only, full):
+        staged.write(0, frame(0, 5))
+
+    def footer(staged: StagedLayer) -> tuple[bool, bool, int]:
+        column = pq.ParquetFile(staged.files()[0]).metadata.row_group(0).column(1)  # "name"
+        st = column.statistics
+        return st.has_min_max, st.has_null_count, st.null_count
+
+    assert footer(counts_only) == (False, True, 2)
+    assert footer(full) == (True, True, 2)
+    committed = []
+    for name, staged in (("lean", counts_only), ("full", full)):
+        path = str(tmp_path / f"t-{name}")
+        commit_layer(path, staged, {"dt": DAY1}, {}, app_id=name)
+        actions = pa.table(DeltaTable(path).get_add_actions(flatten=True)).to_pylist()
+        committed.append({k: v for k, v in actions[0].items() if k.startswith(("num", "null"))})
+        assert pl.read_delta(path).sort("id").equals(frame(0, 5))
+    assert committed[0] == committed[1]
+    assert committed[0]["null_count.name"] == 2
+
+
 def test_a_commit_replaces_only_its_partition_and_is_exactly_once(tmp_path: Path) -> None:
     path = str(tmp_path / "t")
     commit_layer(path, stage(tmp_path / "a", frame(0, 5)), {"dt": DAY1}, {}, app_id="a")

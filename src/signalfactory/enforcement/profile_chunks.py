@@ -68,7 +68,7 @@ def chunk_profile(df: pl.DataFrame, enum_max_distinct: int = ENUM_MAX_DISTINCT) 
     ``enum_max_distinct`` values, those values."""
     logical = logical_schema(df.schema)
     records: list[dict[str, object]] = []
-    lists: dict[str, list[pl.Series | None]] = {"sample": [], "hashes": [], "values": []}
+    lists: dict[str, list[pl.Series]] = {"sample": [], "hashes": [], "values": []}
     for name, kind in logical.items():
         column = df.get_column(name)
         present = column.drop_nulls()
@@ -86,14 +86,27 @@ def chunk_profile(df: pl.DataFrame, enum_max_distinct: int = ENUM_MAX_DISTINCT) 
             sample = values.gather_every(SAMPLE_EVERY)
         hashes = _smallest_hashes(present.hash(seed=0))
         few = kind == "STRING" and 0 < hashes.len() <= enum_max_distinct
-        lists["sample"].append(sample)
-        lists["hashes"].append(hashes)
-        lists["values"].append(present.unique().sort() if few else None)
+        lists["sample"].append(_one_list(sample, "sample"))
+        lists["hashes"].append(_one_list(hashes, "hashes"))
+        lists["values"].append(_one_list(present.unique().sort() if few else None, "values"))
         records.append(record)
     scalars = pl.DataFrame(records, schema={k: v for k, v in _SCHEMA.items() if k not in lists})
+    if not records:
+        return scalars.with_columns(pl.Series(k, [], _SCHEMA[k]) for k in lists).select(
+            list(_SCHEMA)
+        )
     return scalars.with_columns(
-        pl.Series(key, series, dtype=_SCHEMA[key]) for key, series in lists.items()
+        pl.concat(series).alias(key) for key, series in lists.items()
     ).select(list(_SCHEMA))
+
+
+def _one_list(values: pl.Series | None, key: str) -> pl.Series:
+    """``values`` as one list cell of column ``key`` (a null cell for None), built in
+    Arrow: a list of Series passed to ``pl.Series`` would go through Python objects."""
+    dtype = _SCHEMA[key]
+    if values is None:
+        return pl.Series(key, [None], dtype=dtype)
+    return values.cast(dtype.inner).implode().alias(key)  # type: ignore[union-attr]
 
 
 def _m2(values: pl.Series) -> float:
@@ -112,8 +125,14 @@ def _smallest_hashes(hashes: pl.Series) -> pl.Series:
     return hashes.unique().sort().head(KMV_SIZE)
 
 
-def _distinct(hash_lists: Sequence[np.ndarray]) -> tuple[int, bool]:
-    union = np.unique(np.concatenate(hash_lists)) if hash_lists else np.empty(0, np.uint64)
+def _flat(lists: pl.Series, dtype: type[np.generic]) -> np.ndarray:
+    """Every value of a list column (null and empty cells add none), as one numpy array."""
+    return lists.explode().drop_nulls().to_numpy().astype(dtype, copy=False)
+
+
+def _distinct(hashes: np.ndarray) -> tuple[int, bool]:
+    """The distinct count from every chunk's kept hashes (``hashes``, all chunks together)."""
+    union = np.unique(hashes)
     if len(union) < KMV_SIZE:
         # Every chunk kept all its hashes (none had KMV_SIZE distinct ones), or the union
         # of the kept ones is still below KMV_SIZE: an exact count.
@@ -122,8 +141,7 @@ def _distinct(hash_lists: Sequence[np.ndarray]) -> tuple[int, bool]:
     return round((KMV_SIZE - 1) * _HASH_RANGE / kth), False
 
 
-def _thinned(samples: Sequence[list[float]]) -> np.ndarray:
-    values = np.concatenate([np.asarray(s, dtype=np.float64) for s in samples if s])
+def _thinned(values: np.ndarray) -> np.ndarray:
     step = max(1, len(values) // SAMPLE_ROWS)
     return values[::step]
 
@@ -149,8 +167,7 @@ def merge_chunk_profiles(
             continue
         part = frame.filter(pl.col("name") == name)
         present = int(part["n"].sum())
-        hashes = [np.asarray(h, dtype=np.uint64) for h in part["hashes"].to_list() if h]
-        distinct, exact = _distinct(hashes)
+        distinct, exact = _distinct(_flat(part["hashes"], np.uint64))
         numeric = _numeric(part) if kind in NUMERIC_TYPES and present else None
         enum = None
         listed = part["values"].to_list()
@@ -192,8 +209,9 @@ def _numeric(part: pl.DataFrame) -> NumericStats:
         mean += delta * n / total
         m2 += chunk_m2 + delta * delta * count * n / total
         count = total
-    sample = _thinned(live["sample"].to_list())
-    quantiles = {k: float(np.quantile(sample, q)) for k, q in QUANTILES}
+    sample = _thinned(_flat(live["sample"], np.float64))
+    at = np.quantile(sample, [q for _, q in QUANTILES])  # one partition pass, all quantiles
+    quantiles = {k: float(v) for (k, _), v in zip(QUANTILES, at, strict=True)}
     return NumericStats(
         min=float(live["min"].min()),  # type: ignore[arg-type]
         max=float(live["max"].max()),  # type: ignore[arg-type]

@@ -120,16 +120,23 @@ class Staging:
 
     @classmethod
     def under(cls, folder: Path) -> Staging:
-        return cls(*(StagedLayer(folder / n) for n in ("bronze", "silver", "gold", "quarantine")))
+        """Silver and gold keep min/max in their footers (the certified table shares their
+        files and its readers filter); bronze and quarantine keep the null counts only."""
+        return cls(
+            bronze=StagedLayer(folder / "bronze", min_max=False),
+            silver=StagedLayer(folder / "silver"),
+            gold=StagedLayer(folder / "gold"),
+            quarantine=StagedLayer(folder / "quarantine", min_max=False),
+        )
 
     @property
     def handoff(self) -> StagedLayer:
-        return StagedLayer(self.bronze.folder.parent / "handoff")
+        return StagedLayer(self.bronze.folder.parent / "handoff", min_max=False)
 
     @property
     def profile(self) -> StagedLayer:
         """Each chunk's summary of its gold rows (``chunk_profile``), never committed."""
-        return StagedLayer(self.bronze.folder.parent / "profile")
+        return StagedLayer(self.bronze.folder.parent / "profile", min_max=False)
 
     def partition_profile(
         self, source: str, dataset_urn: str, partition: Mapping[str, str]

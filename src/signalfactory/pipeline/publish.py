@@ -107,7 +107,7 @@ def rewrite_reasons(staged: StagedLayer, renames: Mapping[str, str]) -> None:
         reasons = pl.col(REASONS)
         for old, new in renames.items():
             reasons = reasons.str.replace_all(old, new, literal=True)
-        replace_parquet(frame.with_columns(reasons), Path(file))
+        replace_parquet(frame.with_columns(reasons), Path(file), min_max=staged.min_max)
 
 
 def _first_failing_stage(decisions: Sequence[Decision]) -> Stage:

@@ -34,8 +34,6 @@ from signalfactory.production.formats import (
     FILE_COLUMN,
     ROW_COLUMN,
     Chunk,
-    Rechunker,
-    align_columns,
     check_columns,
     checked_kinds,
     csv_header,
@@ -67,7 +65,8 @@ class ChunkRef:
         return sum(length for _, _, length in self.slices)
 
     def read(self) -> Chunk:
-        rechunker = Rechunker(self.rows)
+        """The rows, read with polars and kept in polars (no Arrow round trip: a chunk of
+        one file's rows is the frame polars read)."""
         frames: list[pl.DataFrame] = []
         columns = list(self.columns)
         for name, offset, length in self.slices:
@@ -82,14 +81,28 @@ class ChunkRef:
                     f"instead of at least {offset + length:,}); a source must not change while "
                     "a run reads it."
                 )
-            for raw in part.to_arrow().to_batches():
-                frames.extend(rechunker.push(align_columns(raw, columns, path, Path(self.first))))
-        frames.extend(rechunker.flush())
-        (frame,) = frames
+            if part.columns != columns:
+                check_columns(part.columns, columns, path, Path(self.first))
+                part = part.select(columns)
+            frames.append(part)
+        frame = self._concat(frames)
         frame = frame.with_columns(
             pl.int_range(self.row, self.row + frame.height, dtype=pl.Int64).alias(ROW_COLUMN)
         )
         return Chunk(index=self.index, df=frame, typed=True, exact_decimals=True)
+
+    def _concat(self, frames: list[pl.DataFrame]) -> pl.DataFrame:
+        if len(frames) == 1:
+            return frames[0]
+        try:
+            return pl.concat(frames, how="vertical")
+        except pl.exceptions.SchemaError as exc:
+            files = ", ".join(dict.fromkeys(name for name, _, _ in self.slices))
+            raise InputDataError(
+                f"the Parquet files {files} (one chunk of this source) have different column "
+                f"types ({exc}). All files of a partition must share one schema; cast the odd "
+                "file or land it as its own source."
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)

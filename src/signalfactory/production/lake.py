@@ -80,16 +80,25 @@ def partition_predicate(partition: Mapping[str, str]) -> str | None:
     return " AND ".join(f"{k} = '{v}'" for k, v in partition.items())
 
 
-def replace_parquet(df: pl.DataFrame, path: Path) -> None:
+#: Footer statistics of a file only the pipeline writes and tools scan whole (bronze,
+#: quarantine, handoffs): the null counts the commit reads. Min/max of every column is about
+#: a third of the cost of writing lineitem, so only files that become tables readers filter
+#: (silver, whose files gold and the certified table share) keep them.
+COUNTS_ONLY: dict[str, bool] = {"min": False, "max": False, "distinct_count": False}
+
+
+def replace_parquet(df: pl.DataFrame, path: Path, *, min_max: bool = True) -> None:
     """Write ``df`` to ``path`` as a new file, never in place.
 
     Committed layers hard-link the staged files into the tables, so a staged file that is
     written again (a retried chunk, reasons rewritten for a replay) must get a new inode: the
     table keeps the bytes it committed. The footer keeps statistics: the commit reads row and
-    null counts from it. Snappy, as ``write_deltalake`` writes: faster to write than zstd.
+    null counts from it, and readers of the file prune row groups by min/max unless
+    ``min_max`` is off. Snappy, as ``write_deltalake`` writes: faster to write than zstd.
     """
     tmp = path.with_name(path.name + ".tmp")
-    df.write_parquet(tmp, compression="snappy", statistics=True)
+    statistics: bool | dict[str, bool] = True if min_max else {**COUNTS_ONLY, "null_count": True}
+    df.write_parquet(tmp, compression="snappy", statistics=statistics)
     os.replace(tmp, path)
 
 
@@ -104,17 +113,19 @@ class CommitResult:
 
 
 class StagedLayer:
-    """Parquet files written by chunk workers, later committed to a Delta table at once."""
+    """Parquet files written by chunk workers, later committed to a Delta table at once.
+    ``min_max``: whether the files' footers keep min/max statistics (``replace_parquet``)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, min_max: bool = True) -> None:
         self.folder = folder
+        self.min_max = min_max
         self.rows = 0
 
     def write(self, index: int, df: pl.DataFrame, suffix: str = "") -> None:
         if df.height == 0:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        replace_parquet(df, self.folder / f"part-{index:07d}{suffix}.parquet")
+        replace_parquet(df, self.folder / f"part-{index:07d}{suffix}.parquet", min_max=self.min_max)
 
     def link_from(self, other: StagedLayer, index: int, rows: int) -> None:
         """Stage chunk ``index`` as the very file ``other`` staged for it (same rows, same
