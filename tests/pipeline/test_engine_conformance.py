@@ -180,6 +180,9 @@ def test_workers_read_csv_chunks_themselves(tmp_path: Any, monkeypatch: pytest.M
     assert evidence == expected_evidence
     refs = [item for item in seen if isinstance(item, CsvChunkRef)]
     assert [r.index for r in refs] == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
+    # workers parse the declared INTEGER and DECIMAL columns typed; the rows and evidence
+    # are still those of the driver's text path
+    assert all(dict(r.types).keys() == {"order_id", "order_total"} for r in refs)
     assert not any(isinstance(item, Chunk) for item in seen)
     # Chunk 2 is the last 300 lines of a.csv (lines 2,002-2,301) and the first 700 of b.csv.
     assert [(Path(s.file).name, s.first_line, s.lines) for s in refs[2].slices] == [

@@ -5,15 +5,19 @@ blank or malformed lines keep their line numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import random
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
 from factories import orders, write_source
 from signalfactory.core.errors import ConfigError, InputDataError
+from signalfactory.enforcement.policy import PolicyBundle
+from signalfactory.enforcement.schema import conform, reader_types
 from signalfactory.production.chunk_refs import ChunkRef, CsvChunkRef, plan_chunks, plan_csv
 from signalfactory.production.formats import read_chunks
 
@@ -171,3 +175,69 @@ def test_a_csv_that_shrank_after_planning_fails_to_read(tmp_path: Path) -> None:
     orders(500, seed=1).write_csv(path)
     with pytest.raises(InputDataError, match="shorter than when the run started"):
         refs[1].read()
+
+
+#: Values a text column may hold, per declared type: ones Arrow parses as the text path casts
+#: them, ones it refuses (the chunk goes the text way) and the two it would read otherwise
+#: (a hex integer, a decimal past its precision), which the reader must catch.
+EDGE_VALUES = {
+    "INTEGER": ["5", "+5", "-0", "007", "1e3", " 5", "0x10", "0X1f", "9223372036854775808", ""],
+    "DECIMAL(15,2)": [
+        "1.5",
+        "1.005",
+        ".5",
+        "+1.5",
+        "1e2",
+        "12345678901234.5",
+        "1,5",
+        "NaN",
+        "-0.00",
+    ],
+    "DOUBLE": ["1.5", "1e3", "inf", "-Infinity", "nan", "+1.5", "5.", "1,5", "1e400"],
+    "DATE": ["2024-01-05", "2024-1-5", "20240105", "2024-02-30", " 2024-01-05", "9999-12-31"],
+}
+CLEAN = {"INTEGER": "42", "DECIMAL(15,2)": "12.30", "DOUBLE": "0.25", "DATE": "2026-03-01"}
+
+
+def _typed_and_text(path: Path, policy: Any) -> tuple[Any, Any, tuple[str, ...]]:
+    (typed_ref,) = plan_csv([path], 1_000, reader_types(policy)) or []
+    assert typed_ref.types  # every declared column is in the header
+    text_ref = dataclasses.replace(typed_ref, types=())
+    typed_chunk, text_chunk = typed_ref.read(), text_ref.read()
+    assert text_chunk.parsed == ()
+    results = [
+        conform(c.df, policy, typed=c.typed, exact_decimals=c.exact_decimals, parsed=c.parsed)
+        for c in (typed_chunk, text_chunk)
+    ]
+    return results[0], results[1], typed_chunk.parsed
+
+
+@pytest.mark.parametrize("kind", sorted(EDGE_VALUES))
+def test_typed_csv_parsing_gives_what_casting_the_text_gives(tmp_path: Path, kind: str) -> None:
+    """Workers parse declared columns straight into their types where that cannot change the
+    result: same rows, same quarantined rows and the same G3_SCHEMA evidence as the text path
+    (parse as text, cast in ``conform``), for every edge value."""
+    policy = PolicyBundle.model_validate(
+        {
+            "schema": {
+                "constraints": [{"field": "id", "type": "STRING"}, {"field": "x", "type": kind}]
+            }
+        }
+    )
+    read_typed = []
+    for i, value in enumerate(["", *EDGE_VALUES[kind]]):  # "" first: only clean values
+        lines = [f"r{n},{CLEAN[kind]}" for n in range(20)]
+        if value:
+            lines.insert(7, f'r-edge,"{value}"')
+        path = tmp_path / f"{i}.csv"
+        path.write_text("id,x\n" + "\n".join(lines) + "\n")
+        typed, text, parsed = _typed_and_text(path, policy)
+        assert typed.df.schema == text.df.schema, value
+        assert typed.df.equals(text.df), value
+        assert typed.invalid.equals(text.invalid), value
+        assert typed.tally.to_json() == text.tally.to_json(), value
+        if parsed:
+            read_typed.append(value)
+    assert read_typed[0] == ""  # a clean chunk is parsed typed, not cast from text
+    # the two values Arrow would read where the text path does not are caught
+    assert not {"0x10", "0X1f", "12345678901234.5"} & set(read_typed)

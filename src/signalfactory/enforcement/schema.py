@@ -19,10 +19,11 @@ the whole run, the column arrived as text: a schema break, e.g.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import polars as pl
+import pyarrow as pa
 
 from signalfactory.core.records import Stage
 from signalfactory.enforcement.catalog import G3_SCHEMA
@@ -53,19 +54,37 @@ class Conformed:
     broken: bool
 
 
+def reader_types(policy: PolicyBundle) -> dict[str, pa.DataType | None]:
+    """Every declared column and the Arrow type a text reader may parse it into directly
+    (None: read it as text). ``conform`` gives the same result either way."""
+    return {c.field: c.logical.reader_type() for c in policy.schema_.constraints}
+
+
 def conform(
-    df: pl.DataFrame, policy: PolicyBundle, *, typed: bool, exact_decimals: bool = True
+    df: pl.DataFrame,
+    policy: PolicyBundle,
+    *,
+    typed: bool,
+    exact_decimals: bool = True,
+    parsed: Collection[str] = (),
 ) -> Conformed:
-    """Cast declared columns; report breaks, warnings and uncastable rows."""
+    """Cast declared columns; report breaks, warnings and uncastable rows.
+
+    ``parsed``: text columns the reader already parsed into their declared types (every
+    value cast; see ``reader_types``). They count as text that cast, exactly as if this
+    function had cast them: same fingerprint, counters and rows.
+    """
     mode = policy.schema_.mode
     tally = GateTally(stage=Stage.BRONZE, gate=G3_SCHEMA, rows_checked=df.height)
     observed = logical_schema(df.schema)
+    observed.update((name, "STRING") for name in parsed if name in observed)  # as it arrived
     tally.metrics["schema_fingerprint"] = fingerprint(observed)
     declared = {c.field: c for c in policy.schema_.constraints}
     breaks: list[str] = []
     warnings: list[str] = []
     casts: list[pl.Expr] = []
     texts: list[tuple[str, str]] = []  # (column, its declared type) cast from text
+    arrived_text: dict[str, str] = {}  # every declared column that came as text: its type
     for name, constraint in declared.items():
         expected = constraint.logical
         if name not in df.columns:
@@ -74,8 +93,13 @@ def conform(
             continue
         dtype = df.schema[name]
         seen = observed_type(dtype)
-        if seen == "STRING" and expected.name != "STRING" and not typed:
+        if name in parsed:
+            arrived_text[name] = expected.name
+            if dtype != expected.polars_dtype():
+                casts.append(pl.col(name).cast(expected.polars_dtype()).alias(name))
+        elif seen == "STRING" and expected.name != "STRING" and not typed:
             texts.append((name, expected.name))
+            arrived_text[name] = expected.name
             casts.append(expected.from_text(name).alias(_cast_name(len(texts) - 1)))
         elif ((seen == expected.name) if mode == "strict" else expected.accepts(seen)) or (
             not exact_decimals and expected.name == "DECIMAL" and expected.accepts(seen)
@@ -87,28 +111,30 @@ def conform(
             (warnings if mode == "breaking" else breaks).append(sig)
     cast_failures: list[tuple[str, pl.Expr]] = []
     arrived = list(df.columns)  # quarantined rows keep the columns as they arrived
-    if texts and not breaks:
-        # Every cast once, all columns in one pass: the cast values sit beside the text
-        # until the uncastable values are counted.
-        df = df.with_columns(casts)
-        casts = []
-        bad = [
-            pl.col(name).is_not_null()
+    if arrived_text and not breaks:
+        if texts:
+            # Every cast once, all columns in one pass: the cast values sit beside the text
+            # until the uncastable values are counted.
+            df = df.with_columns(casts)
+            casts = []
+        bad = {
+            name: pl.col(name).is_not_null()
             & pl.col(_cast_name(i)).is_null()
             & (pl.col(name).str.strip_chars() != "")
             for i, (name, _) in enumerate(texts)
-        ]
+        }
         counts = df.select(
-            *(flag.sum().alias(f"bad{i}") for i, flag in enumerate(bad)),
-            *(pl.col(name).is_not_null().sum().alias(f"n{i}") for i, (name, _) in enumerate(texts)),
+            *(flag.sum().alias(f"bad:{name}") for name, flag in bad.items()),
+            *(pl.col(name).is_not_null().sum().alias(f"n:{name}") for name in arrived_text),
         ).row(0, named=True)
-        for i, (name, kind) in enumerate(texts):
+        for name, kind in arrived_text.items():
             # Whether the column as a whole is text is judged over the run, not the chunk
             # (see ``promote_text_breaks``), so the result never depends on chunk size.
-            tally.counters[f"text_values:{name}:{kind}"] += int(counts[f"n{i}"])
-            tally.counters[f"text_uncastable:{name}:{kind}"] += int(counts[f"bad{i}"])
-            if counts[f"bad{i}"]:
-                cast_failures.append((f"TYPE_MISMATCH:{name}:{kind}", bad[i]))
+            uncastable = int(counts.get(f"bad:{name}", 0))
+            tally.counters[f"text_values:{name}:{kind}"] += int(counts[f"n:{name}"])
+            tally.counters[f"text_uncastable:{name}:{kind}"] += uncastable
+            if uncastable:
+                cast_failures.append((f"TYPE_MISMATCH:{name}:{kind}", bad[name]))
     # Constraints may list only some fields (as in the PRD's example), so fields beyond them
     # are listed, not rejected; drift against the certified table is judged at gold.
     tally.metrics["undeclared_fields"] = sorted(n for n in observed if n not in declared)
@@ -132,6 +158,7 @@ def conform(
     invalid = (
         df.select(pl.exclude(cast_columns))
         .clear()
+        .with_columns(pl.col(name).cast(pl.String) for name in parsed if name in df.columns)
         .with_columns(pl.lit(None, pl.String).alias(REASONS))
     )
     if cast_failures:

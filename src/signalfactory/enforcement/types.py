@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 import polars as pl
+import pyarrow as pa
 
 from signalfactory.core.errors import ConfigError
 
@@ -124,6 +125,23 @@ class LogicalType:
 
     def accepts(self, observed: str) -> bool:
         return observed in _ACCEPTS[self.name]
+
+    def reader_type(self) -> pa.DataType | None:
+        """The Arrow type a CSV reader may parse this type's text into directly, when every
+        value it accepts ``from_text`` reads the same (``chunk_refs`` guards the two gaps:
+        hex integers and decimals past their precision); None: text, cast by ``conform``.
+        Booleans and timestamps have more spellings than Arrow reads, so they stay text."""
+        match self.name:
+            case "INTEGER":
+                return pa.int64()
+            case "DECIMAL":
+                return pa.decimal128(self.precision, self.scale)
+            case "DOUBLE":
+                return pa.float64()
+            case "DATE":
+                return pa.date32()
+            case _:
+                return None
 
 
 def observed_type(dtype: pl.DataType) -> str:

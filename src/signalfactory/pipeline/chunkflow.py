@@ -334,7 +334,11 @@ class ChunkProcessor:
         if chunk.df.height == 0:
             return Prepared(out)
         conformed = conform(
-            chunk.df, self.policy, typed=chunk.typed, exact_decimals=chunk.exact_decimals
+            chunk.df,
+            self.policy,
+            typed=chunk.typed,
+            exact_decimals=chunk.exact_decimals,
+            parsed=chunk.parsed,
         )
         out.tallies.append(conformed.tally)
         self._quarantine(out, Stage.BRONZE, conformed.invalid)
@@ -400,7 +404,11 @@ class ChunkProcessor:
         if chunk.df.height == 0:
             return None
         conformed = conform(
-            chunk.df, self.policy, typed=chunk.typed, exact_decimals=chunk.exact_decimals
+            chunk.df,
+            self.policy,
+            typed=chunk.typed,
+            exact_decimals=chunk.exact_decimals,
+            parsed=chunk.parsed,
         )
         return None if conformed.broken else self._with_partition(conformed.df)
 

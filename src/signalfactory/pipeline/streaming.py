@@ -32,7 +32,7 @@ from signalfactory.core.records import (
 )
 from signalfactory.enforcement.pii import PII_PATTERNS
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
-from signalfactory.enforcement.schema import logical_schema
+from signalfactory.enforcement.schema import logical_schema, reader_types
 from signalfactory.pipeline.chunkflow import (
     ChunkOutcome,
     ChunkProcessor,
@@ -208,7 +208,7 @@ class ChunkStreamer:
         # Workers read their own chunks where the format allows (Parquet, CSV): the driver sends
         # a few-byte descriptor instead of reading the rows and shipping them to another process,
         # and holds no read-ahead chunks (in-process engines use less memory this way too).
-        refs = plan_chunks(*source_args, **source_kwargs)
+        refs = plan_chunks(*source_args, **source_kwargs, csv_types=reader_types(processor.policy))
         source: Iterator[Chunk | ChunkRef | CsvChunkRef] = (
             refs if refs is not None else read_chunks(*source_args, **source_kwargs)
         )

@@ -19,13 +19,17 @@ Any other format returns ``None``: the driver streams it with ``read_chunks``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -118,27 +122,47 @@ class CsvSlice:
     header: tuple[str, ...]
 
 
+_SCAN_BLOCK = 1 << 22
+
+
+class _NotTyped(Exception):
+    """A typed parse of a CSV chunk could differ from the text path: read it as text."""
+
+
 @dataclass(frozen=True, slots=True)
 class CsvChunkRef:
-    """Where a CSV chunk's lines are: byte ranges a worker parses itself."""
+    """Where a CSV chunk's lines are: byte ranges a worker parses itself.
+
+    ``types``: columns the worker parses straight into Arrow types (``reader_types`` of the
+    policy). Parsing typed is half the work of parsing text and casting it; a chunk with any
+    value that does not parse, or that the text path would read otherwise (a hex integer, a
+    decimal past its precision), is read as text instead, so the rows and counts are the same.
+    """
 
     index: int
     row: int
     slices: tuple[CsvSlice, ...]
     columns: tuple[str, ...]
     first: str
+    types: tuple[tuple[str, pa.DataType], ...] = ()
 
     @property
     def rows(self) -> int:
         return sum(s.lines for s in self.slices)
 
     def read(self) -> Chunk:
+        if self.types:
+            with contextlib.suppress(_NotTyped):
+                return self._read(dict(self.types))
+        return self._read({})
+
+    def _read(self, types: Mapping[str, pa.DataType]) -> Chunk:
         tables: list[pa.Table] = []
         numbers: list[np.ndarray] = []
         malformed: list[dict[str, object]] = []
         row = self.row
         for part in self.slices:
-            table, lines, bad = _parse_slice(part)
+            table, lines, bad = _parse_slice(part, types)
             path = Path(part.file)
             if table.column_names != list(self.columns):
                 check_columns(table.column_names, list(self.columns), path, Path(self.first))
@@ -151,11 +175,16 @@ class CsvChunkRef:
         assert isinstance(frame, pl.DataFrame)
         frame = frame.with_columns(pl.Series(ROW_COLUMN, np.concatenate(numbers), dtype=pl.Int64))
         bad_rows = pl.DataFrame(malformed) if malformed else None
-        return Chunk(index=self.index, df=frame, typed=False, malformed=bad_rows)
+        return Chunk(
+            index=self.index, df=frame, typed=False, malformed=bad_rows, parsed=tuple(types)
+        )
 
 
-def _parse_slice(part: CsvSlice) -> tuple[pa.Table, np.ndarray, list[dict[str, object]]]:
-    """The slice's rows (all text), each row's line number, and its malformed lines."""
+def _parse_slice(
+    part: CsvSlice, types: Mapping[str, pa.DataType]
+) -> tuple[pa.Table, np.ndarray, list[dict[str, object]]]:
+    """The slice's rows (text, or ``types`` where given), each row's line number, and its
+    malformed lines. Raises ``_NotTyped`` when the typed parse cannot stand for the text one."""
     path = Path(part.file)
     with path.open("rb") as handle:
         handle.seek(part.start)
@@ -165,6 +194,8 @@ def _parse_slice(part: CsvSlice) -> tuple[pa.Table, np.ndarray, list[dict[str, o
             f"{path}: is shorter than when the run started ({part.start + len(data):,} bytes "
             f"instead of at least {part.end:,}); a source must not change while a run reads it."
         )
+    if any(pa.types.is_integer(t) for t in types.values()) and _hex_prefix(data):
+        raise _NotTyped  # Arrow reads 0x10 as 16; as text it does not cast to an integer
     invalid: list[pacsv.InvalidRow] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -180,15 +211,19 @@ def _parse_slice(part: CsvSlice) -> tuple[pa.Table, np.ndarray, list[dict[str, o
             ),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True
+                column_types={c: types.get(c, pa.string()) for c in header},
+                strings_can_be_null=True,
             ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        if types:
+            raise _NotTyped from None  # the text path finds what is wrong, or the bad values
         raise InputDataError(
             f"{path}: cannot be read as CSV in lines {part.first_line:,}–"
             f"{part.first_line + part.lines - 1:,}: {safe_arrow_message(exc)}. Fix the file "
             "(UTF-8, consistent quoting)."
         ) from None
+    _check_precision(table, types)
     if table.num_rows == part.lines and not invalid:
         lines = np.arange(part.first_line, part.first_line + part.lines, dtype=np.int64)
         return table, lines, []
@@ -198,6 +233,34 @@ def _parse_slice(part: CsvSlice) -> tuple[pa.Table, np.ndarray, list[dict[str, o
     bad = [malformed_row(row, int(present[i])) for row, i in zip(invalid, bad_at, strict=True)]
     lines = np.delete(present, bad_at)
     return table, lines, bad
+
+
+def _hex_prefix(data: bytes) -> bool:
+    """Whether ``data`` holds ``0x`` or ``0X`` anywhere. ``bytes.find`` of two bytes is slow
+    where zeros are frequent (numbers), so look for the rarer ``x`` and check the byte before
+    it."""
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    for letter in (b"x", b"X"):
+        if data.find(letter) < 0:
+            continue
+        # In blocks: one bool array the size of the chunk would cost more in page faults
+        # than the comparison itself.
+        for start in range(1, len(buffer), _SCAN_BLOCK):
+            at = start + np.flatnonzero(buffer[start : start + _SCAN_BLOCK] == letter[0])
+            if np.any(buffer[at - 1] == ord("0")):
+                return True
+    return False
+
+
+def _check_precision(table: pa.Table, types: Mapping[str, pa.DataType]) -> None:
+    """Arrow parses a decimal with more integer digits than its precision allows; as text it
+    does not cast. Such a chunk goes the text way."""
+    for name, kind in types.items():
+        if not pa.types.is_decimal(kind) or name not in table.column_names:
+            continue
+        largest = pc.max(pc.abs(table[name])).as_py()
+        if largest is not None and largest >= Decimal(10) ** (kind.precision - kind.scale):
+            raise _NotTyped
 
 
 def _non_blank_lines(data: bytes, first_line: int) -> np.ndarray:
@@ -223,10 +286,11 @@ def plan_chunks(
     *,
     allow_pickle: bool = False,
     key: str | None = None,
+    csv_types: Mapping[str, pa.DataType | None] | None = None,
 ) -> Iterator[ChunkRef] | Iterator[CsvChunkRef] | None:
     """The source's chunks as descriptors workers read themselves; None when the source cannot
     be cut without reading it (formats other than Parquet and CSV, mixed formats, a CSV with
-    line breaks inside quoted fields).
+    line breaks inside quoted fields). ``csv_types``: see ``plan_csv``.
 
     Raises the same ``ConfigError`` as ``read_chunks`` at once. Parquet file errors come as
     the plan reaches each file, like ``read_chunks``; a CSV source is scanned whole first.
@@ -237,7 +301,7 @@ def plan_chunks(
     if kinds[0] == "parquet":
         return _plan_parquet(files, chunk_size)
     if kinds[0] == "csv":
-        planned = plan_csv(files, chunk_size)
+        planned = plan_csv(files, chunk_size, csv_types)
         return iter(planned) if planned is not None else None
     return None
 
@@ -277,9 +341,18 @@ def _plan_parquet(files: Sequence[Path], chunk_size: int) -> Iterator[ChunkRef]:
         yield ref()
 
 
-def plan_csv(files: Sequence[Path], chunk_size: int) -> list[CsvChunkRef] | None:
+def plan_csv(
+    files: Sequence[Path],
+    chunk_size: int,
+    types: Mapping[str, pa.DataType | None] | None = None,
+) -> list[CsvChunkRef] | None:
     """Byte ranges of ``chunk_size`` data lines across ``files``; None when a file has a line
-    break inside a quoted field (its lines are not its records)."""
+    break inside a quoted field (its lines are not its records).
+
+    ``types``: every declared column and the Arrow type workers may parse it into (None:
+    text). Used only when the header has every declared column: a missing one breaks the
+    batch, whose rows the quarantine keeps as they arrived, as text.
+    """
     refs: list[CsvChunkRef] = []
     pending: list[CsvSlice] = []
     pending_lines = row = 0
@@ -311,6 +384,9 @@ def plan_csv(files: Sequence[Path], chunk_size: int) -> list[CsvChunkRef] | None
                 pending, pending_lines = [], 0
     if pending and columns is not None:
         refs.append(CsvChunkRef(len(refs), row, tuple(pending), tuple(columns), str(files[0])))
+    if types and columns is not None and set(types) <= set(columns):
+        typed = tuple((name, kind) for name, kind in types.items() if kind is not None)
+        refs = [dataclasses.replace(ref, types=typed) for ref in refs]
     return refs
 
 

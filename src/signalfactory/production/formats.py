@@ -64,6 +64,8 @@ class Chunk:
     #: False when the format has no decimal type (JSON numbers arrive as doubles).
     exact_decimals: bool = True
     malformed: pl.DataFrame | None = None
+    #: Text columns the reader parsed into their declared types (``conform(parsed=…)``).
+    parsed: tuple[str, ...] = ()
 
 
 def check_chunk_size(chunk_size: int, where: str) -> int:
