@@ -26,6 +26,7 @@ from factories import (
     certified_path,
     orders,
     pipeline_doc,
+    policy_doc,
     set_rows,
 )
 from signalfactory.production import lake
@@ -221,12 +222,13 @@ def test_a_run_links_gold_into_the_certified_table(project: Project) -> None:
 
     silver = certified.replace("gold_certified", "silver")
     # No gold steps and no gold row failed: gold is silver as staged, so silver, gold and the
-    # certified table share one set of files (same inodes); bronze has files of its own.
+    # certified table share one set of files (same inodes). PII remediation changed silver's
+    # rows (emails tokenized), so bronze, which keeps them as they arrived, has its own.
     assert inodes(data_files(certified)) == inodes(data_files(gold)) == inodes(data_files(silver))
     assert inodes(data_files(bronze)).isdisjoint(inodes(data_files(silver)))
-    # Row numbers trace rows in bronze (and quarantine), not in silver and after.
-    assert "_sf_row" in pl.read_delta(bronze).columns
-    assert not [c for c in pl.read_delta(silver).columns if c.startswith("_sf_")]
+    # Row numbers trace rows in the quarantine; every layer holds the data's own columns.
+    for path in (bronze, silver, gold, certified):
+        assert not [c for c in pl.read_delta(path).columns if c.startswith("_sf_")]
     for path in (bronze, silver, gold, certified):
         assert sorted(map(str, disk_files(path))) == sorted(data_files(path))
         assert all(Path(f).name.startswith(f"sf-{run.run_id}-") for f in data_files(path))
@@ -237,6 +239,34 @@ def test_a_run_links_gold_into_the_certified_table(project: Project) -> None:
     assert history["signalfactory.run_id"] == run.run_id
     assert json.loads(history["signalfactory.partition"]) == {"dt": DAY1}
     assert sf.certified(URN).certified_version == 0
+
+
+def test_bronze_shares_silvers_files_when_silver_keeps_its_rows(project: Project) -> None:
+    """No silver steps and no PII to remediate: bronze is silver's files (one encode of the
+    valid rows) plus a file per chunk of the rows silver rejected, which the quarantine
+    holds too; bronze still has every conformed row once."""
+    project.write(policy=policy_doc(pii={"scan_for": []}))
+    rejected = [3, 7, 1500]
+    project.partition(DAY1, set_rows(orders(2500, seed=1), rejected, order_total=-5))
+    sf = project.open()
+    run = project.run(sf).run
+    certified = certified_path(sf)
+    bronze, silver = (certified.replace("gold_certified", n) for n in ("bronze", "silver"))
+
+    silver_files = inodes(data_files(silver))
+    bronze_files = inodes(data_files(bronze))
+    assert silver_files == inodes(data_files(certified))
+    assert silver_files < bronze_files  # every silver file, plus the rejected rows' files
+    assert len(bronze_files - silver_files) == 2  # chunks 0 and 1 rejected rows (size 1000)
+    frame = pl.read_delta(bronze)
+    assert frame.height == 2500 == run.rows_read
+    assert frame["order_id"].n_unique() == 2500
+    assert sorted(frame.filter(pl.col("order_total") < 0)["order_id"].to_list()) == [
+        i + 1 for i in rejected
+    ]
+    assert pl.read_delta(silver).height == run.rows_written == 2497
+    quarantined = pl.concat([pl.read_delta(q.path) for q in sf.store.list_quarantine(URN)])
+    assert sorted(quarantined["_sf_row"].cast(pl.Int64).to_list()) == rejected
 
 
 def test_maintenance_removes_files_a_commit_never_took(tmp_path: Path) -> None:

@@ -157,6 +157,8 @@ class Staging:
 #: Suffix of the handoff file that keeps a chunk's silver rows (with their system columns)
 #: for a gold phase that runs after the whole silver layer (gold detect steps).
 _GOLD_INPUT = "-gold-input"
+#: Suffix of a bronze file holding the rows silver rejected, beside silver's shared file.
+_REJECTED = "-rejected"
 
 
 def _without_system(df: pl.DataFrame) -> pl.DataFrame:
@@ -189,6 +191,7 @@ class ChunkProcessor:
         pii_key: bytes,
         in_process: bool = True,
         fitted: Mapping[str, Mapping[str, FittedDetector]] | None = None,
+        share_bronze: bool = False,
     ) -> None:
         self.policy = policy
         self.partition = dict(partition)
@@ -208,6 +211,9 @@ class ChunkProcessor:
         # PII found without a rule fails G5_PII and is redacted, so neither the quarantine nor
         # (at levels that let the batch through) the certified table ever holds it raw.
         self.safe_actions = {p: self.pii_actions.get(p, "redact") for p in self.pii_patterns}
+        #: Stage bronze in ``finish`` from silver's file when the silver stage has no steps
+        #: (see ``_stage_bronze``); else ``prepare`` stages it (as the SDK's bronze writes need).
+        self.share_bronze = share_bronze and not self.silver_specs
         self._built: dict[str, Any] | None = None
 
     # Pickle as plain data; compiled steps, rules and ciphers are rebuilt in each worker.
@@ -299,11 +305,24 @@ class ChunkProcessor:
         stage: Stage,
         gates: Sequence[str],
         out: ChunkOutcome,
-    ) -> pl.DataFrame:
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The valid rows, and the invalid ones (already quarantined)."""
         split = evaluate_rows(df, applicable(rules, df.columns), stage, gates)
         out.tallies.extend(split.tallies)
         self._quarantine(out, stage, split.invalid)
-        return split.valid
+        return split.valid, split.invalid
+
+    def _stage_bronze(
+        self, index: int, bronze: pl.DataFrame, silver: pl.DataFrame | None, rejected: pl.DataFrame
+    ) -> None:
+        """Bronze holds every conformed row. When silver kept its rows as they were (no
+        steps; ``silver`` is None when PII remediation changed them), bronze is silver's very
+        file plus a file of the rows silver rejected: valid rows are encoded once."""
+        if silver is None:
+            self.staging.bronze.write(index, _without_system(bronze))
+            return
+        self.staging.bronze.link_from(self.staging.silver, index, silver.height)
+        self.staging.bronze.write(index, _without_system(rejected), suffix=_REJECTED)
 
     def _count_step_delta(self, out: ChunkOutcome, before: int, after: int) -> None:
         if after < before:
@@ -346,7 +365,8 @@ class ChunkProcessor:
             out.broken = True
             return Prepared(out)
         bronze = self._with_partition(conformed.df)
-        self.staging.bronze.write(chunk.index, bronze)
+        if not self.share_bronze:
+            self.staging.bronze.write(chunk.index, _without_system(bronze))
         out.rows_bronze = bronze.height
         out.seconds["bronze"] = time.perf_counter() - clock
 
@@ -380,16 +400,21 @@ class ChunkProcessor:
             return out
         built = self._build()
         clock = time.perf_counter()
+        bronze = silver  # the silver steps' input, when there are none (share_bronze)
         if duplicates:
             silver = silver.with_columns(
                 [pl.Series(f"{DUP_PREFIX}{c}", flags) for c, flags in duplicates.items()]
             )
-        silver = self._split(silver, built["silver_rules"], Stage.SILVER, (G4_CONTRACT, DQ), out)
-        silver = silver.drop([c for c in silver.columns if c.startswith(DUP_PREFIX)])
-        silver = self._pii(silver, out)
-        # System columns (_sf_row, …) trace rows in bronze and quarantine; silver, gold and
-        # certified hold the data's own columns (so an identity gold can share silver's files).
+        silver, rejected = self._split(
+            silver, built["silver_rules"], Stage.SILVER, (G4_CONTRACT, DQ), out
+        )
+        kept = silver.drop([c for c in silver.columns if c.startswith(DUP_PREFIX)])
+        silver = self._pii(kept, out)
+        # System columns (_sf_row, …) trace rows in the quarantine; bronze, silver, gold and
+        # certified hold the data's own columns (so identity stages can share files).
         self.staging.silver.write(out.index, _without_system(silver))
+        if self.share_bronze:
+            self._stage_bronze(out.index, bronze, silver if silver is kept else None, rejected)
         out.rows_silver = silver.height
         out.seconds["silver"] = out.seconds.get("silver", 0.0) + time.perf_counter() - clock
         if silver_only:  # gold runs later over this frame, row numbers and all
@@ -443,7 +468,7 @@ class ChunkProcessor:
         self._missing_required(gold, gold_contract)
         out.tallies.append(gold_contract)
         before_rules = gold.height
-        gold = self._split(gold, built["gold_rules"], Stage.GOLD, self.gold_gates, out)
+        gold, _ = self._split(gold, built["gold_rules"], Stage.GOLD, self.gold_gates, out)
         gold = _without_system(gold)
         if (
             not self.gold_specs

@@ -154,6 +154,7 @@ class ChunkStreamer:
             certified_schema=certified_schema(table_schema(ctx.paths.certified)),
             pii_key=ctx.pii_key,
             in_process=engine.in_process,
+            share_bronze=True,
         )
         keys = KeyStore(ctx.staging_dir / "keys")
         trackers = {c: UniqueTracker(c) for c in processor.unique_columns}
