@@ -189,11 +189,13 @@ EDGE_VALUES = {
         "+1.5",
         "1e2",
         "12345678901234.5",
+        "-12345678901234.5",
         "1,5",
         "NaN",
         "-0.00",
+        "0x10",
     ],
-    "DOUBLE": ["1.5", "1e3", "inf", "-Infinity", "nan", "+1.5", "5.", "1,5", "1e400"],
+    "DOUBLE": ["1.5", "1e3", "inf", "-Infinity", "nan", "+1.5", "5.", "1,5", "1e400", "0x10"],
     "DATE": ["2024-01-05", "2024-1-5", "20240105", "2024-02-30", " 2024-01-05", "9999-12-31"],
 }
 CLEAN = {"INTEGER": "42", "DECIMAL(15,2)": "12.30", "DOUBLE": "0.25", "DATE": "2026-03-01"}
@@ -240,4 +242,4 @@ def test_typed_csv_parsing_gives_what_casting_the_text_gives(tmp_path: Path, kin
             read_typed.append(value)
     assert read_typed[0] == ""  # a clean chunk is parsed typed, not cast from text
     # the two values Arrow would read where the text path does not are caught
-    assert not {"0x10", "0X1f", "12345678901234.5"} & set(read_typed)
+    assert not {"0x10", "0X1f", "12345678901234.5", "-12345678901234.5"} & set(read_typed)
