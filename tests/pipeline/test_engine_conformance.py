@@ -21,6 +21,7 @@ from factories import (
     certified_path,
     orders,
     pipeline_doc,
+    policy_doc,
     read_table,
     set_rows,
     write_source,
@@ -59,6 +60,14 @@ def _evidence(items: list[Evidence]) -> list[tuple[Any, ...]]:
 
 
 def _run_all(project: Project, home: str, engine: str) -> tuple[pl.DataFrame, list[Any]]:
+    rows, evidence, _ = _run_layers(project, home, engine)
+    return rows, evidence
+
+
+def _run_layers(
+    project: Project, home: str, engine: str
+) -> tuple[pl.DataFrame, list[Any], pl.DataFrame]:
+    """Certified rows, evidence and bronze rows of both days on ``engine``."""
     sf: SignalFactory = project.open(home)
     evidence = []
     for day in (DAY1, DAY2):
@@ -67,15 +76,22 @@ def _run_all(project: Project, home: str, engine: str) -> tuple[pl.DataFrame, li
         assert outcome.run.engine == engine
         evidence.append(_evidence(outcome.evidence))
     certified = read_table(certified_path(sf)).sort("order_id", "dt")
+    bronze = read_table(certified_path(sf).replace("gold_certified", "bronze"))
     sf.close()
-    return certified, evidence
+    return certified, evidence, bronze.sort("order_id", "dt", "order_total")
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, Any]]:
+@pytest.fixture(scope="module", params=["pii", "no-pii"])
+def reference(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Project, Any]]:
+    """With PII remediated, bronze has files of its own; without, bronze shares silver's
+    files and stages the rejected rows beside them (``ChunkProcessor._stage_bronze``)."""
     project = Project(tmp_path_factory.mktemp("engines") / "project")
+    if request.param == "no-pii":
+        project.write(policy=policy_doc(pii={"scan_for": []}))
     _data(project)
-    yield project, _run_all(project, "home-sequential", "sequential")
+    yield project, _run_layers(project, "home-sequential", "sequential")
     project.close()
 
 
@@ -84,11 +100,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Projec
 def test_every_engine_certifies_the_same_rows_with_the_same_evidence(
     reference: tuple[Project, Any], engine: str
 ) -> None:
-    project, (expected_rows, expected_evidence) = reference
-    rows, evidence = _run_all(project, f"home-{engine}", engine)
+    project, (expected_rows, expected_evidence, expected_bronze) = reference
+    rows, evidence, bronze = _run_layers(project, f"home-{engine}", engine)
     assert rows.height == 5_500 + 3_200 - 3
     assert rows.equals(expected_rows)
     assert evidence == expected_evidence
+    # bronze: every conformed row once (the rejected ones too), the same on every engine
+    assert bronze.height == 5_500 + 3_200
+    assert bronze.equals(expected_bronze)
 
 
 def _two_file_project(root: Any, fmt: str = "parquet") -> Project:
