@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from factories import (
+    CONSTRAINTS,
     DAY1,
     DAY2,
     Project,
@@ -186,6 +187,11 @@ def test_workers_read_csv_chunks_themselves(tmp_path: Any, monkeypatch: pytest.M
     """CSV too: the driver scans line ends and sends CsvChunkRefs (byte ranges), workers parse
     them; the result equals a sequential run whose driver streams and hands over the rows."""
     project = _two_file_project(tmp_path / "project", "csv")
+    # Without the TIMESTAMP constraint (cast from text, which keeps every column text),
+    # workers parse order_id and order_total typed.
+    project.write(
+        policy=policy_doc(constraints=[c for c in CONSTRAINTS if c["type"] != "TIMESTAMP"])
+    )
     with monkeypatch.context() as patch:
         patch.setattr(streaming, "plan_chunks", lambda *_a, **_k: None)
         expected_rows, expected_evidence = _run_all(project, "home-sequential", "sequential")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from factories import orders, write_source
@@ -195,7 +196,10 @@ EDGE_VALUES = {
         "-0.00",
         "0x10",
     ],
-    "DOUBLE": ["1.5", "1e3", "inf", "-Infinity", "nan", "+1.5", "5.", "1,5", "1e400", "0x10"],
+    "DOUBLE": [
+        *("1.5", "1e3", "inf", "-Infinity", "nan", "+1.5", "5.", "1,5", "1e400", "0x10"),
+        *("nan(1)", "-nan(ind)", "NAN"),
+    ],
     "DATE": ["2024-01-05", "2024-1-5", "20240105", "2024-02-30", " 2024-01-05", "9999-12-31"],
 }
 CLEAN = {"INTEGER": "42", "DECIMAL(15,2)": "12.30", "DOUBLE": "0.25", "DATE": "2026-03-01"}
@@ -243,3 +247,20 @@ def test_typed_csv_parsing_gives_what_casting_the_text_gives(tmp_path: Path, kin
     assert read_typed[0] == ""  # a clean chunk is parsed typed, not cast from text
     # the two values Arrow would read where the text path does not are caught
     assert not {"0x10", "0X1f", "12345678901234.5", "-12345678901234.5"} & set(read_typed)
+
+
+def test_no_typed_parsing_while_a_declared_column_is_cast_from_text() -> None:
+    """A BOOLEAN or TIMESTAMP column is cast from text; a value of it that does not cast
+    quarantines its row at bronze as it arrived, so the other columns must be text too."""
+
+    def policy(*kinds: str) -> PolicyBundle:
+        fields = [{"field": f"c{i}", "type": kind} for i, kind in enumerate(kinds)]
+        return PolicyBundle.model_validate({"schema": {"constraints": fields}})
+
+    assert reader_types(policy("INTEGER", "STRING", "DATE")) == {
+        "c0": pa.int64(),
+        "c1": None,
+        "c2": pa.date32(),
+    }
+    assert reader_types(policy("INTEGER", "TIMESTAMP")) == {}
+    assert reader_types(policy("BOOLEAN", "DECIMAL(10,2)")) == {}

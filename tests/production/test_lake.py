@@ -123,6 +123,25 @@ def test_counts_only_footers_commit_the_same_statistics(tmp_path: Path) -> None:
     assert committed[0]["null_count.name"] == 2
 
 
+def test_files_without_a_nullable_column_of_the_table_commit_without_schema_merge(
+    tmp_path: Path,
+) -> None:
+    """Bronze tables written before system columns moved to the quarantine have ``_sf_row``;
+    a strict-mode commit (no schema merge) of files without it still adds them as they are."""
+    path = str(tmp_path / "t")
+    old = frame(0, 3).with_columns(pl.int_range(0, 3, dtype=pl.Int64).alias("_sf_row"))
+    commit_layer(path, stage(tmp_path / "a", old), {"dt": DAY1}, {}, app_id="a")
+    new = stage(tmp_path / "b", frame(10, 2, DAY2))
+
+    result = commit_layer(path, new, {"dt": DAY2}, {}, app_id="b", merge_schema=False)
+
+    assert result is not None
+    assert inodes(data_files(path)) >= inodes(new.files())  # linked, not rewritten
+    table = pl.read_delta(path).sort("id")
+    assert table["_sf_row"].to_list() == [0, 1, 2, None, None]
+    assert DeltaTable(path).schema().fields[-1].name == "_sf_row"
+
+
 def test_a_commit_replaces_only_its_partition_and_is_exactly_once(tmp_path: Path) -> None:
     path = str(tmp_path / "t")
     commit_layer(path, stage(tmp_path / "a", frame(0, 5)), {"dt": DAY1}, {}, app_id="a")

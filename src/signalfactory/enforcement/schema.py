@@ -56,8 +56,18 @@ class Conformed:
 
 def reader_types(policy: PolicyBundle) -> dict[str, pa.DataType | None]:
     """Every declared column and the Arrow type a text reader may parse it into directly
-    (None: read it as text). ``conform`` gives the same result either way."""
-    return {c.field: c.logical.reader_type() for c in policy.schema_.constraints}
+    (None: a STRING, read as text). ``conform`` gives the same result either way.
+
+    Empty when a declared column must still be cast from text (BOOLEAN, TIMESTAMP): a value
+    of it that does not cast quarantines its row at bronze with every value as it arrived,
+    which a reader that parsed the other columns could no longer give."""
+    types = {c.field: c.logical.reader_type() for c in policy.schema_.constraints}
+    cast_from_text = [
+        c.field
+        for c in policy.schema_.constraints
+        if c.logical.name != "STRING" and types[c.field] is None
+    ]
+    return {} if cast_from_text else types
 
 
 def conform(

@@ -136,7 +136,10 @@ class CsvChunkRef:
     ``types``: columns the worker parses straight into Arrow types (``reader_types`` of the
     policy). Parsing typed is half the work of parsing text and casting it; a chunk with any
     value that does not parse, or that the text path would read otherwise (a hex integer, a
-    decimal past its precision), is read as text instead, so the rows and counts are the same.
+    decimal past its precision, a NaN spelling), is read as text instead, so the rows and
+    counts are the same. ``plan_csv`` sets ``types`` only when every declared column but text
+    ones has a reader type: a column cast from text could quarantine rows at bronze, which
+    keep every value as it arrived.
     """
 
     index: int
@@ -223,7 +226,7 @@ def _parse_slice(
             f"{part.first_line + part.lines - 1:,}: {safe_arrow_message(exc)}. Fix the file "
             "(UTF-8, consistent quoting)."
         ) from None
-    _check_precision(table, types)
+    _check_values(table, types)
     if table.num_rows == part.lines and not invalid:
         lines = np.arange(part.first_line, part.first_line + part.lines, dtype=np.int64)
         return table, lines, []
@@ -252,14 +255,18 @@ def _hex_prefix(data: bytes) -> bool:
     return False
 
 
-def _check_precision(table: pa.Table, types: Mapping[str, pa.DataType]) -> None:
-    """Arrow parses a decimal with more integer digits than its precision allows; as text it
-    does not cast. Such a chunk goes the text way."""
+def _check_values(table: pa.Table, types: Mapping[str, pa.DataType]) -> None:
+    """Values Arrow parses where the text cast does not: a decimal with more integer digits
+    than its precision allows, and NaN spellings such as ``nan(1)`` or ``-nan(ind)`` (the
+    plain ``nan``/``NaN`` are null either way). Such a chunk goes the text way."""
     for name, kind in types.items():
-        if not pa.types.is_decimal(kind) or name not in table.column_names:
+        if name not in table.column_names:
             continue
-        largest = pc.max(pc.abs(table[name])).as_py()
-        if largest is not None and largest >= Decimal(10) ** (kind.precision - kind.scale):
+        if pa.types.is_decimal(kind):
+            largest = pc.max(pc.abs(table[name])).as_py()
+            if largest is not None and largest >= Decimal(10) ** (kind.precision - kind.scale):
+                raise _NotTyped
+        elif pa.types.is_floating(kind) and pc.any(pc.is_nan(table[name])).as_py():
             raise _NotTyped
 
 

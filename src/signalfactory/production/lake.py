@@ -297,7 +297,10 @@ def _plan(
         if any(name in have and have[name] != t for name, t in types.items()):
             return None
         extra = [f for name, f in fields.items() if name not in have]
-        if set(types) == set(have):
+        missing = [f for f in current.fields if f.name not in types]
+        if not extra and all(f.nullable for f in missing):
+            # The same columns, or fewer: readers see nulls where a file lacks a nullable
+            # column (e.g. ``_sf_row`` in bronze tables written before it moved out).
             schema = current
         elif not merge_schema:
             return None
