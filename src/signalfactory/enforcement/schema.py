@@ -62,11 +62,9 @@ def reader_types(policy: PolicyBundle) -> dict[str, pa.DataType | None]:
     of it that does not cast quarantines its row at bronze with every value as it arrived,
     which a reader that parsed the other columns could no longer give."""
     types = {c.field: c.logical.reader_type() for c in policy.schema_.constraints}
-    cast_from_text = [
-        c.field
-        for c in policy.schema_.constraints
-        if c.logical.name != "STRING" and types[c.field] is None
-    ]
+    cast_from_text = any(
+        types[c.field] is None and c.logical.name != "STRING" for c in policy.schema_.constraints
+    )
     return {} if cast_from_text else types
 
 
@@ -103,10 +101,8 @@ def conform(
             continue
         dtype = df.schema[name]
         seen = observed_type(dtype)
-        if name in parsed:
+        if name in parsed:  # already in ``polars_dtype`` (``LogicalType.reader_type``)
             arrived_text[name] = expected.name
-            if dtype != expected.polars_dtype():
-                casts.append(pl.col(name).cast(expected.polars_dtype()).alias(name))
         elif seen == "STRING" and expected.name != "STRING" and not typed:
             texts.append((name, expected.name))
             arrived_text[name] = expected.name

@@ -28,6 +28,8 @@ _ALIASES = {
     "TIMESTAMP": "TIMESTAMP",
     "DATETIME": "TIMESTAMP",
 }
+#: Declared types a CSV reader may parse typed (``LogicalType.reader_type``).
+_READ_TYPED = frozenset({"INTEGER", "DECIMAL", "DOUBLE", "DATE"})
 ALLOWED_TYPES = ("STRING", "INTEGER", "DECIMAL", "DOUBLE", "BOOLEAN", "DATE", "TIMESTAMP")
 _DECIMAL_RE = re.compile(r"^(DECIMAL|NUMERIC)\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)$")
 
@@ -127,21 +129,15 @@ class LogicalType:
         return observed in _ACCEPTS[self.name]
 
     def reader_type(self) -> pa.DataType | None:
-        """The Arrow type a CSV reader may parse this type's text into directly, when every
-        value it accepts ``from_text`` reads the same (``chunk_refs`` guards the two gaps:
-        hex integers and decimals past their precision); None: text, cast by ``conform``.
-        Booleans and timestamps have more spellings than Arrow reads, so they stay text."""
-        match self.name:
-            case "INTEGER":
-                return pa.int64()
-            case "DECIMAL":
-                return pa.decimal128(self.precision, self.scale)
-            case "DOUBLE":
-                return pa.float64()
-            case "DATE":
-                return pa.date32()
-            case _:
-                return None
+        """The Arrow form of ``polars_dtype`` for a CSV reader to parse this type's text into
+        directly, where every value Arrow reads ``from_text`` reads the same (``chunk_refs``
+        guards the gaps: hex integers, decimals past their precision, NaN spellings); None:
+        text, cast by ``conform``. Booleans and timestamps have more spellings than Arrow
+        reads, so they stay text."""
+        if self.name not in _READ_TYPED:
+            return None
+        arrow: pa.DataType = pl.Series(dtype=self.polars_dtype()).to_arrow().type
+        return arrow
 
 
 def observed_type(dtype: pl.DataType) -> str:

@@ -313,15 +313,15 @@ class ChunkProcessor:
         return split.valid, split.invalid
 
     def _stage_bronze(
-        self, index: int, bronze: pl.DataFrame, silver: pl.DataFrame | None, rejected: pl.DataFrame
+        self, index: int, bronze: pl.DataFrame, rejected: pl.DataFrame, shared: int | None
     ) -> None:
-        """Bronze holds every conformed row. When silver kept its rows as they were (no
-        steps; ``silver`` is None when PII remediation changed them), bronze is silver's very
+        """Bronze holds every conformed row. When silver kept its ``shared`` rows as they
+        were (no steps, no PII remediated; else ``shared`` is None), bronze is silver's very
         file plus a file of the rows silver rejected: valid rows are encoded once."""
-        if silver is None:
+        if shared is None:
             self.staging.bronze.write(index, _without_system(bronze))
             return
-        self.staging.bronze.link_from(self.staging.silver, index, silver.height)
+        self.staging.bronze.link_from(self.staging.silver, index, shared)
         self.staging.bronze.write(index, _without_system(rejected), suffix=_REJECTED)
 
     def _count_step_delta(self, out: ChunkOutcome, before: int, after: int) -> None:
@@ -414,7 +414,8 @@ class ChunkProcessor:
         # certified hold the data's own columns (so identity stages can share files).
         self.staging.silver.write(out.index, _without_system(silver))
         if self.share_bronze:
-            self._stage_bronze(out.index, bronze, silver if silver is kept else None, rejected)
+            shared = silver.height if silver is kept else None
+            self._stage_bronze(out.index, bronze, rejected, shared)
         out.rows_silver = silver.height
         out.seconds["silver"] = out.seconds.get("silver", 0.0) + time.perf_counter() - clock
         if silver_only:  # gold runs later over this frame, row numbers and all
