@@ -31,6 +31,7 @@ from signalfactory.api import SignalFactory
 from signalfactory.core.records import Evidence, RunStatus
 from signalfactory.pipeline import streaming
 from signalfactory.pipeline.retrying import ReadFailed, Retried, RetryPolicy
+from signalfactory.pipeline.source_plan import SourcePlan
 from signalfactory.production.chunk_refs import ChunkRef, CsvChunkRef, plan_chunks
 from signalfactory.production.engines import ProcessEngine
 from signalfactory.production.formats import Chunk
@@ -160,7 +161,7 @@ def test_workers_read_parquet_chunks_themselves(
     the chunks and hands over the rows (the path of formats that cannot be sliced)."""
     project = _two_file_project(tmp_path / "project")
     with monkeypatch.context() as patch:
-        patch.setattr(streaming, "plan_chunks", lambda *_a, **_k: None)
+        patch.setattr(SourcePlan, "refs", lambda *_a, **_k: None)
         expected_rows, expected_evidence = _run_all(project, "home-sequential", "sequential")
 
     _forbid_driver_reads(monkeypatch)
@@ -193,7 +194,7 @@ def test_workers_read_csv_chunks_themselves(tmp_path: Any, monkeypatch: pytest.M
         policy=policy_doc(constraints=[c for c in CONSTRAINTS if c["type"] != "TIMESTAMP"])
     )
     with monkeypatch.context() as patch:
-        patch.setattr(streaming, "plan_chunks", lambda *_a, **_k: None)
+        patch.setattr(SourcePlan, "refs", lambda *_a, **_k: None)
         expected_rows, expected_evidence = _run_all(project, "home-sequential", "sequential")
 
     _forbid_driver_reads(monkeypatch)
@@ -237,7 +238,7 @@ def parquet_reference(
     """The Parquet project run on sequential with the driver reading the rows."""
     project = _two_file_project(tmp_path_factory.mktemp("parquet-engines") / "project")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(streaming, "plan_chunks", lambda *_a, **_k: None)
+        patch.setattr(SourcePlan, "refs", lambda *_a, **_k: None)
         expected = _run_all(project, "home-sequential", "sequential")
     yield project, expected
     project.close()

@@ -46,6 +46,7 @@ from signalfactory.core.records import (
 from signalfactory.enforcement.catalog import CERTIFICATION
 from signalfactory.enforcement.outcomes import Decision
 from signalfactory.enforcement.policy import DatasetSpec, PolicyBundle
+from signalfactory.enforcement.schema import reader_types
 from signalfactory.pipeline.alerts import build_alerts
 from signalfactory.pipeline.chunkflow import (
     Staging,
@@ -57,6 +58,7 @@ from signalfactory.pipeline.limits import Watchdog, check_before_start
 from signalfactory.pipeline.paths import DatasetPaths
 from signalfactory.pipeline.progress import Listener, finish_progress
 from signalfactory.pipeline.publish import Published, publish, record_certification
+from signalfactory.pipeline.source_plan import SourcePlan
 from signalfactory.pipeline.streaming import ACTOR, ChunkStreamer, RunContext, scrub
 from signalfactory.production.engines import EngineCache, check_engine
 from signalfactory.production.exports import run_exports
@@ -225,6 +227,21 @@ class PipelineRunner:
         ``replay`` names a finished run to pick up again (dead-letter replay): its
         checkpointed chunks are kept and only the dead-lettered ones run again.
         """
+        plan = SourcePlan()
+        try:
+            return self._run(spec, partition_given, plan, replay=replay, resume_of=resume_of)
+        finally:
+            plan.cancel()  # a scan the run did not use (its key had already succeeded) stops
+
+    def _run(
+        self,
+        spec: PipelineSpec,
+        partition_given: Mapping[str, str],
+        plan: SourcePlan,
+        *,
+        replay: str | None,
+        resume_of: str | None,
+    ) -> RunOutcome:
         record = self.store.get_dataset(spec.dataset)
         if record is None:
             raise ConfigError(
@@ -252,6 +269,7 @@ class PipelineRunner:
         try:
             inputs = spec.resolve_inputs(partition)  # verifies manifest digests first
             files = inputs.files
+            plan.begin(files, spec, reader_types(policy))  # beside the digests of the key
             policy_digest = hashlib.sha256(
                 json.dumps(record.policy, sort_keys=True, default=str).encode()
             ).hexdigest()
@@ -347,6 +365,7 @@ class PipelineRunner:
             producer,
             pii_key,
             self.staging_root / run.run_id,
+            plan,
         )
         with Heartbeat(self.store, key, run.run_id):
             try:

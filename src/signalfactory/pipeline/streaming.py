@@ -43,8 +43,9 @@ from signalfactory.pipeline.limits import Watchdog
 from signalfactory.pipeline.paths import DatasetPaths
 from signalfactory.pipeline.progress import Listener, ProgressTracker
 from signalfactory.pipeline.retrying import DeadLettered, ReadFailed, Retried, RetryPolicy
+from signalfactory.pipeline.source_plan import SourcePlan
 from signalfactory.pipeline.uniqueness import KeyStore, UniqueTracker
-from signalfactory.production.chunk_refs import ChunkRef, CsvChunkRef, plan_chunks
+from signalfactory.production.chunk_refs import ChunkRef, CsvChunkRef
 from signalfactory.production.detect import fit_detectors
 from signalfactory.production.engines import EngineCache, create_engine
 from signalfactory.production.formats import Chunk, read_chunks
@@ -70,6 +71,8 @@ class RunContext:
     producer: str
     pii_key: bytes
     staging_dir: Path
+    #: The chunk plan, begun while the runner digested the input (None: plan in the loop).
+    plan: SourcePlan | None = None
 
 
 def scrub(message: str) -> str:
@@ -209,7 +212,7 @@ class ChunkStreamer:
         # Workers read their own chunks where the format allows (Parquet, CSV): the driver sends
         # a few-byte descriptor instead of reading the rows and shipping them to another process,
         # and holds no read-ahead chunks (in-process engines use less memory this way too).
-        refs = plan_chunks(*source_args, **source_kwargs, csv_types=reader_types(processor.policy))
+        refs = (ctx.plan or SourcePlan()).refs(ctx.files, spec, reader_types(processor.policy))
         source: Iterator[Chunk | ChunkRef | CsvChunkRef] = (
             refs if refs is not None else read_chunks(*source_args, **source_kwargs)
         )

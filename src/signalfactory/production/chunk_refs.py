@@ -7,10 +7,12 @@ rows, so the driver never reads a chunk or ships one to another process:
   one gets the very ``Chunk`` that ``formats.read_chunks`` gives for that index.
 * ``CsvChunkRef`` (CSV): byte ranges of ``chunk_size`` data lines each, found by one scan
   of the file for line ends and quotes (numpy, 16 MiB at a time, about 1 GB/s here). A worker
-  parses its range with pyarrow as the streaming reader does (every value as text, malformed
-  lines quarantined with their line numbers). ``_sf_row`` of a row is its data line's ordinal
-  (0 for the line after the header, blank and malformed lines counted), so a chunk holds at
-  most ``chunk_size`` rows, fewer when some of its lines are blank or malformed. A CSV whose
+  parses its range with pyarrow as the streaming reader does (malformed lines quarantined
+  with their line numbers; declared numeric and date columns parsed typed when that gives
+  what the text cast would, every other value as text). ``_sf_row`` of a row is its data
+  line's ordinal (0 for the line after the header, blank and malformed lines counted), so a
+  chunk holds at most ``chunk_size`` rows, fewer when some of its lines are blank or
+  malformed. A CSV whose
   quoted fields hold line breaks cannot be cut at line ends; such a source (any of its
   files) is read by the driver's streaming reader instead.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -47,6 +50,10 @@ from signalfactory.production.formats import (
 
 _NEWLINE, _QUOTE = ord("\n"), ord('"')
 SCAN_BLOCK = 16 << 20
+
+
+class PlanStopped(Exception):
+    """A CSV scan stopped by its ``stop`` event: the plan it was making is not needed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,10 +324,11 @@ def plan_chunks(
     allow_pickle: bool = False,
     key: str | None = None,
     csv_types: Mapping[str, pa.DataType | None] | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[ChunkRef] | Iterator[CsvChunkRef] | None:
     """The source's chunks as descriptors workers read themselves; None when the source cannot
     be cut without reading it (formats other than Parquet and CSV, mixed formats, a CSV with
-    line breaks inside quoted fields). ``csv_types``: see ``plan_csv``.
+    line breaks inside quoted fields). ``csv_types`` and ``stop``: see ``plan_csv``.
 
     Raises the same ``ConfigError`` as ``read_chunks`` at once. Parquet file errors come as
     the plan reaches each file, like ``read_chunks``; a CSV source is scanned whole first.
@@ -331,7 +339,7 @@ def plan_chunks(
     if kinds[0] == "parquet":
         return _plan_parquet(files, chunk_size)
     if kinds[0] == "csv":
-        planned = plan_csv(files, chunk_size, csv_types)
+        planned = plan_csv(files, chunk_size, csv_types, stop)
         return iter(planned) if planned is not None else None
     return None
 
@@ -375,6 +383,7 @@ def plan_csv(
     files: Sequence[Path],
     chunk_size: int,
     types: Mapping[str, pa.DataType | None] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[CsvChunkRef] | None:
     """Byte ranges of ``chunk_size`` data lines across ``files``; None when a file has a line
     break inside a quoted field (its lines are not its records).
@@ -382,6 +391,9 @@ def plan_csv(
     ``types``: every declared column and the Arrow type workers may parse it into (None:
     text). Used only when the header has every declared column: a missing one breaks the
     batch, whose rows the quarantine keeps as they arrived, as text.
+
+    ``stop``: once set, the scan raises ``PlanStopped`` at its next block (a plan begun
+    ahead of a run that then needs none).
     """
     refs: list[CsvChunkRef] = []
     pending: list[CsvSlice] = []
@@ -393,7 +405,7 @@ def plan_csv(
             columns = header
         elif header != columns:
             check_columns(header, columns, path, files[0])
-        found = _line_cuts(path, chunk_size, chunk_size - pending_lines)
+        found = _line_cuts(path, chunk_size, chunk_size - pending_lines, stop)
         if found is None:
             return None
         data_start, cuts, total_lines, size = found
@@ -421,7 +433,7 @@ def plan_csv(
 
 
 def _line_cuts(
-    path: Path, chunk_size: int, first_take: int
+    path: Path, chunk_size: int, first_take: int, stop: threading.Event | None = None
 ) -> tuple[int, list[int], int, int] | None:
     """Scan ``path`` once: where its data starts (after the header line), the byte offsets
     after data lines ``first_take``, ``first_take + chunk_size``, …, its number of data lines
@@ -434,6 +446,8 @@ def _line_cuts(
     buffer = bytearray(SCAN_BLOCK)
     with path.open("rb") as handle:
         while size := handle.readinto(buffer):
+            if stop is not None and stop.is_set():
+                raise PlanStopped(str(path))
             block = np.frombuffer(buffer, dtype=np.uint8, count=size)
             ends = np.flatnonzero(block == _NEWLINE)
             marks = np.flatnonzero(block == _QUOTE)
