@@ -1,18 +1,21 @@
 """``SourcePlan``: a CSV source's chunk plan begun in a thread (beside the key's digests) is
-the plan the chunk loop would make itself; a different chunk size plans again; errors come
-where the loop asks; a cancelled scan stops."""
+the plan the chunk loop would make itself; another chunk size, other types or a rewritten
+file plan again; errors come where the loop asks; a cancelled plan stops its scan."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from factories import orders, write_source
+from factories import DAY1, Project, orders, write_source
 from signalfactory.core.errors import InputDataError
+from signalfactory.core.records import RunStatus
 from signalfactory.pipeline.source_plan import SourcePlan
+from signalfactory.production import chunk_refs
 from signalfactory.production.chunk_refs import PlanStopped, plan_chunks, plan_csv
 from signalfactory.production.spec import PipelineSpec
 
@@ -98,11 +101,53 @@ def test_stopped_scan_raises_plan_stopped(tmp_path: Path) -> None:
     assert plan_csv(files, 1_000, TYPES, threading.Event()) is not None
 
 
-def test_cancel_stops_the_begun_scan(tmp_path: Path) -> None:
+def test_a_cancelled_plan_begins_nothing_and_plans_when_asked(tmp_path: Path) -> None:
     files = csv_files(tmp_path)
     plan = SourcePlan()
-    plan.cancel()  # cancelled before it starts: the scan stops at its first block
+    plan.cancel()  # the run needs no plan (its key already succeeded)
+    plan.begin(files, spec(1_000), TYPES)
+    assert not plan.begun
+    got = plan.refs(files, spec(1_000), TYPES)
+    assert got is not None
+    assert [r.rows for r in got] == [1_000, 1_000, 1_000, 1_000, 200]
+
+
+def test_file_rewritten_after_begin_is_planned_again(tmp_path: Path) -> None:
+    # The plan's byte offsets belong to the bytes it scanned: a file rewritten between the
+    # scan and the chunk loop (a producer re-delivering it) is scanned again.
+    files = csv_files(tmp_path)
+    plan = SourcePlan()
     plan.begin(files, spec(1_000), TYPES)
     assert plan.begun
-    with pytest.raises(PlanStopped):
-        plan.refs(files, spec(1_000), TYPES)
+    write_source(tmp_path, orders(3_100, seed=9), "csv", name="f0")
+    got = plan.refs(files, spec(1_000), TYPES)
+    assert got is not None
+    assert [r.rows for r in got] == [1_000, 1_000, 1_000, 1_000, 800]
+
+
+def test_other_types_plan_again(tmp_path: Path) -> None:
+    files = csv_files(tmp_path)
+    plan = SourcePlan()
+    plan.begin(files, spec(1_000), TYPES)
+    got = plan.refs(files, spec(1_000), {"order_id": None})
+    assert got is not None
+    assert {r.types for r in got} == {()}
+
+
+def test_the_runner_scans_a_csv_source_once_beside_the_key(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.partition(DAY1, orders(2_500, seed=3))
+    scans: list[str] = []
+    real = chunk_refs._line_cuts
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        scans.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chunk_refs, "_line_cuts", counted)
+    sf = project.open()
+    first = project.run(sf, chunk_size=1_000)
+    assert first.run.status is RunStatus.SUCCEEDED
+    assert first.run.rows_read == 2_500
+    assert scans == ["signalfactory-plan"]  # begun by the runner, used by the chunk loop

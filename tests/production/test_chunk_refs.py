@@ -169,6 +169,57 @@ def test_blank_and_malformed_csv_lines_keep_their_line_numbers(tmp_path: Path) -
     assert bad["_sf_source_file"].to_list() == [str(path)] * 2
 
 
+def test_a_typed_chunk_with_malformed_lines_stays_typed(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    lines = ["a,b"] + [f"{i},v{i}" for i in range(1_500)]
+    lines[7] = "6,too,many"  # malformed: line 8
+    lines[1_100] = ""  # blank: line 1,101
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plan = plan_chunks([path], None, 1_000, csv_types={"a": pa.int64(), "b": None})
+    assert plan is not None
+    chunks = [ref.read() for ref in plan]
+    assert [c.parsed for c in chunks] == [("a",), ("a",)]
+    assert chunks[0].df.schema["a"] == pl.Int64
+    rows = pl.concat([c.df for c in chunks])
+    assert rows["_sf_row"].to_list() == [i for i in range(1_500) if i not in (6, 1_099)]
+    assert (rows["a"] == rows["_sf_row"]).all()
+    (bad,) = [c.malformed for c in chunks if c.malformed is not None]
+    assert bad["_sf_source_line"].to_list() == [8]
+    assert bad["_sf_raw"].to_list() == ["6,too,many"]
+
+
+@pytest.mark.parametrize("typed", [False, True])
+def test_a_quote_inside_an_unquoted_field_that_arrow_reads_across_lines_is_named(
+    tmp_path: Path, typed: bool
+) -> None:
+    # Every line holds an even number of quotes, so the scan cuts at line ends; Arrow opens a
+    # quoted field only at a field's start, so "c<newline>d" is one field and 3 lines read
+    # as 2 records. The read names the lines and the fix instead of misnumbering rows.
+    path = tmp_path / "stray.csv"
+    path.write_bytes(b'id,v,w\n1,a"b,"c\nd"e"\n3,f,g\n')
+    plan = plan_chunks([path], None, 1_000, csv_types={"id": pa.int64()} if typed else None)
+    assert plan is not None
+    (ref,) = plan
+    with pytest.raises(InputDataError, match=r"stray\.csv: lines 2–4 .* as 2 records"):
+        ref.read()
+
+
+def test_a_csv_slice_that_is_not_utf8_is_named_with_its_lines(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    rows = [f"{i},name{i}".encode() for i in range(1_500)]
+    rows[1_300] = b"1300,caf\xe9"  # line 1,302, in the second chunk (lines 1,002-1,501)
+    path.write_bytes(b"id,name\n" + b"\n".join(rows) + b"\n")
+    for types in (None, {"id": pa.int64()}):  # typed parses fall back to text, which names it
+        plan = plan_chunks([path], None, 1_000, csv_types=types)
+        assert plan is not None
+        first, second = plan
+        assert first.read().df.height == 1_000
+        with pytest.raises(
+            InputDataError, match=r"latin1\.csv: cannot be read as CSV in lines 1,002–1,501"
+        ):
+            second.read()
+
+
 def test_a_csv_that_shrank_after_planning_fails_to_read(tmp_path: Path) -> None:
     path = write_source(tmp_path, orders(1_500, seed=1), "csv")
     refs = plan_csv([path], 1_000)

@@ -32,11 +32,11 @@ class SourcePlan:
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._future: Future[list[CsvChunkRef] | None] | None = None
-        self._key: tuple[tuple[Path, ...], int] | None = None
+        self._key: _Key | None = None
 
     @property
     def begun(self) -> bool:
-        """Whether a scan was begun (a CSV source), whatever became of it."""
+        """Whether a scan was begun (a CSV source) and not cancelled, whatever became of it."""
         return self._future is not None
 
     def begin(
@@ -45,14 +45,17 @@ class SourcePlan:
         spec: PipelineSpec,
         csv_types: Mapping[str, pa.DataType | None],
     ) -> None:
-        """Scan a CSV source for its chunk boundaries in a thread. Any other source, or one
-        whose configuration is wrong (the chunk loop raises that error as before), is
-        planned when the loop asks."""
+        """Scan a CSV source for its chunk boundaries in a thread. Any other source, one
+        whose configuration is wrong (the chunk loop raises that error as before) or a plan
+        already cancelled is planned when the loop asks."""
         try:
             kinds = checked_kinds(files, spec.source.format, spec.source.allow_pickle, None)
         except SignalFactoryError:
             return
         if not files or set(kinds) != {"csv"} or spec.source.key is not None:
+            return
+        key = _key(files, spec, csv_types)
+        if key is None or self._stop.is_set():
             return
         future: Future[list[CsvChunkRef] | None] = Future()
         paths = tuple(files)
@@ -63,8 +66,11 @@ class SourcePlan:
             except BaseException as exc:  # raised where the chunk loop asks for the plan
                 future.set_exception(exc)
 
-        self._future, self._key = future, (paths, spec.chunk_size)
-        threading.Thread(target=scan, name="signalfactory-plan", daemon=True).start()
+        try:
+            threading.Thread(target=scan, name="signalfactory-plan", daemon=True).start()
+        except RuntimeError:
+            return  # no thread to be had: the loop plans it
+        self._future, self._key = future, key
 
     def refs(
         self,
@@ -73,8 +79,9 @@ class SourcePlan:
         csv_types: Mapping[str, pa.DataType | None],
     ) -> Refs:
         """The plan for ``files`` at ``spec.chunk_size``: the one begun, when it was begun for
-        these (a resumed run keeps its first chunk size, which may differ), else made now."""
-        if self._future is not None and self._key == (tuple(files), spec.chunk_size):
+        these files as they are now, this chunk size (a resumed run keeps its first one) and
+        these types; else one made now."""
+        if self._future is not None and self._key == _key(files, spec, csv_types):
             planned = self._future.result()
             return iter(planned) if planned is not None else None
         self.cancel()
@@ -88,5 +95,22 @@ class SourcePlan:
         )
 
     def cancel(self) -> None:
-        """Stop a scan still running; its plan is not needed."""
+        """Stop a scan still running and drop its plan: it is not needed."""
         self._stop.set()
+        self._future = self._key = None
+
+
+#: What a begun plan is valid for: each file as it was (path, size, modification time), the
+#: chunk size and the column types.
+_Key = tuple[tuple[tuple[str, int, int], ...], int, tuple[tuple[str, str], ...]]
+
+
+def _key(
+    files: Sequence[Path], spec: PipelineSpec, csv_types: Mapping[str, pa.DataType | None]
+) -> _Key | None:
+    try:
+        stats = tuple((str(p), (st := p.stat()).st_size, st.st_mtime_ns) for p in files)
+    except OSError:
+        return None  # the loop's plan raises what is wrong with the file
+    types = tuple(sorted((name, str(kind)) for name, kind in csv_types.items()))
+    return stats, spec.chunk_size, types

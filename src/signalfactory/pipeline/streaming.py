@@ -209,15 +209,16 @@ class ChunkStreamer:
             "allow_pickle": spec.source.allow_pickle,
             "key": spec.source.key,
         }
-        # Workers read their own chunks where the format allows (Parquet, CSV): the driver sends
-        # a few-byte descriptor instead of reading the rows and shipping them to another process,
-        # and holds no read-ahead chunks (in-process engines use less memory this way too).
-        refs = (ctx.plan or SourcePlan()).refs(ctx.files, spec, reader_types(processor.policy))
-        source: Iterator[Chunk | ChunkRef | CsvChunkRef] = (
-            refs if refs is not None else read_chunks(*source_args, **source_kwargs)
-        )
-        chunks = (c for c in source if c.index not in done)
         try:
+            # Workers read their own chunks where the format allows (Parquet, CSV): the driver
+            # sends a few-byte descriptor instead of reading the rows and shipping them to
+            # another process, and holds no read-ahead chunks (in-process engines use less
+            # memory this way too).
+            refs = (ctx.plan or SourcePlan()).refs(ctx.files, spec, reader_types(ctx.policy))
+            source: Iterator[Chunk | ChunkRef | CsvChunkRef] = (
+                refs if refs is not None else read_chunks(*source_args, **source_kwargs)
+            )
+            chunks = (c for c in source if c.index not in done)
             policy = RetryPolicy(
                 spec.retries.attempts, spec.retries.backoff_s, spec.retries.max_backoff_s
             )

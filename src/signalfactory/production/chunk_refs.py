@@ -12,9 +12,8 @@ rows, so the driver never reads a chunk or ships one to another process:
   what the text cast would, every other value as text). ``_sf_row`` of a row is its data
   line's ordinal (0 for the line after the header, blank and malformed lines counted), so a
   chunk holds at most ``chunk_size`` rows, fewer when some of its lines are blank or
-  malformed. A CSV whose
-  quoted fields hold line breaks cannot be cut at line ends; such a source (any of its
-  files) is read by the driver's streaming reader instead.
+  malformed. A CSV whose quoted fields hold line breaks cannot be cut at line ends; such a
+  source (any of its files) is read by the driver's streaming reader instead.
 
 Any other format returns ``None``: the driver streams it with ``read_chunks``.
 """
@@ -209,18 +208,25 @@ def _parse_slice(
         )
     if any(pa.types.is_integer(t) for t in types.values()) and _hex_prefix(data):
         raise _NotTyped  # Arrow reads 0x10 as 16; as text it does not cast to an integer
-    header = list(part.header)
     invalid: list[pacsv.InvalidRow] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append(row)
+        return "skip"
+
+    header = list(part.header)
     try:
-        try:
-            # Without a row handler first: Arrow parses a fifth faster when it need not call
-            # back on invalid rows. A slice that has any raises, and is parsed again with one
-            # (a value that does not parse typed sends the chunk the text way at once).
-            table = _read_csv(data, header, types, None)
-        except pa.ArrowInvalid as exc:
-            if types and not str(exc).startswith("CSV parse error"):
-                raise
-            table = _read_csv(data, header, types, invalid)
+        table = pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(
+                column_names=header, use_threads=False, block_size=8 << 20
+            ),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: types.get(c, pa.string()) for c in header},
+                strings_can_be_null=True,
+            ),
+        )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         if types:
             raise _NotTyped from None  # the text path finds what is wrong, or the bad values
@@ -235,37 +241,21 @@ def _parse_slice(
         return table, lines, []
     # Blank or malformed lines: pyarrow numbers the non-blank lines; map them to the file's.
     present = _non_blank_lines(data, part.first_line)
+    if table.num_rows + len(invalid) != len(present):
+        # The scan found every quote paired within its line, but Arrow read a field across
+        # lines: a quote inside an unquoted field (a"b) does not open one, so a later quote
+        # that starts a field is left without its pair.
+        last = part.first_line + part.lines - 1
+        raise InputDataError(
+            f"{path}: lines {part.first_line:,}–{last:,} hold {len(present):,} non-blank lines "
+            f"but read as {table.num_rows + len(invalid):,} records: a quoted field spans "
+            'lines where a quote sits inside an unquoted field (such as a"b). Quote such a '
+            'field whole and double its quotes ("a""b").'
+        )
     bad_at = [row.number - 1 for row in invalid]
     bad = [malformed_row(row, int(present[i])) for row, i in zip(invalid, bad_at, strict=True)]
     lines = np.delete(present, bad_at)
     return table, lines, bad
-
-
-def _read_csv(
-    data: bytes,
-    header: list[str],
-    types: Mapping[str, pa.DataType],
-    invalid: list[pacsv.InvalidRow] | None,
-) -> pa.Table:
-    """``data`` parsed with ``header`` as column names; rows with the wrong number of fields
-    are skipped into ``invalid``, or raise when it is None."""
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        assert invalid is not None
-        invalid.append(row)
-        return "skip"
-
-    return pacsv.read_csv(
-        pa.py_buffer(data),
-        read_options=pacsv.ReadOptions(column_names=header, use_threads=False, block_size=8 << 20),
-        parse_options=pacsv.ParseOptions(
-            invalid_row_handler=on_invalid if invalid is not None else None
-        ),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: types.get(c, pa.string()) for c in header},
-            strings_can_be_null=True,
-        ),
-    )
 
 
 def _hex_prefix(data: bytes) -> bool:
