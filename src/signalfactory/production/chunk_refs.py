@@ -6,7 +6,7 @@ rows, so the driver never reads a chunk or ships one to another process:
 * ``ChunkRef`` (Parquet): file slices taken from the footers' row counts. A worker reading
   one gets the very ``Chunk`` that ``formats.read_chunks`` gives for that index.
 * ``CsvChunkRef`` (CSV): byte ranges of ``chunk_size`` data lines each, found by one scan
-  of the file for line ends and quotes (numpy, 16 MiB at a time, about 1 GB/s here). A worker
+  of the file for line ends and quotes (numpy, 1 MiB at a time, about 1.2 GB/s here). A worker
   parses its range with pyarrow as the streaming reader does (malformed lines quarantined
   with their line numbers; declared numeric and date columns parsed typed when that gives
   what the text cast would, every other value as text). ``_sf_row`` of a row is its data
@@ -48,7 +48,9 @@ from signalfactory.production.formats import (
 )
 
 _NEWLINE, _QUOTE = ord("\n"), ord('"')
-SCAN_BLOCK = 16 << 20
+#: Bytes the line scan looks at a time. 1 MiB scans 766 MB in 0.65 s here, 16 MiB in 0.9 s:
+#: the comparison masks and index arrays of a small block stay in cache.
+SCAN_BLOCK = 1 << 20
 
 
 class PlanStopped(Exception):
