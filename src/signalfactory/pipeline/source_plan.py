@@ -1,9 +1,10 @@
 """A run's chunk plan, begun while the runner digests the same input (B3, B4).
 
 Cutting a CSV source into chunks scans every byte of it for line ends and quotes; the
-idempotency key needs the SHA-256 of every byte first. Each is one core's work, one after the
-other on the driver before any chunk runs. ``SourcePlan.begin`` starts the scan in a thread
-as soon as the input files are known, so the two run side by side; the chunk loop takes the
+idempotency key needs the SHA-256 of every byte first. Both must end before any chunk runs,
+and each keeps one core busy: one after the other, the second core idles through both.
+``SourcePlan.begin`` starts the scan in a thread as soon as the input files are known, so
+the two run side by side; the chunk loop takes the
 plan with ``refs``. A run that needs no plan (its key already succeeded, it failed before
 streaming) stops the scan with ``cancel``. Parquet sources are planned from their footers as
 they are read, as before: nothing to begin.
