@@ -192,3 +192,23 @@ def test_system_columns_stay_out_of_certified_and_quarantine(routed: Routed) -> 
     assert not [c for c in quarantined.columns if c.startswith("_sf_dup_")]
     # …while the quarantine keeps what tracing needs.
     assert {"_sf_reasons", "_sf_stage", "_sf_row"} <= set(quarantined.columns)
+
+
+def test_a_field_arrow_reads_across_lines_fails_the_run_with_the_lines(project: Project) -> None:
+    # Each of the two lines holds two quotes, so the scan cuts the file at its line ends;
+    # Arrow opens a quoted field only at a field's start ("US ... 6"), so it reads the two
+    # lines as one record. The run fails naming the file, the lines and the fix.
+    path = project.partition(DAY1, orders(50, seed=1))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first, second = lines[5].split(","), lines[6].split(",")
+    first[1], first[-1] = f'{first[1][:3]}"{first[1][3:]}', f'"{first[-1]}'
+    second[0], second[1] = f'{second[0]}"', f'{second[1][:3]}"{second[1][3:]}'
+    lines[5], lines[6] = ",".join(first), ",".join(second)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outcome = project.run(project.open())
+    assert outcome.run.status is RunStatus.FAILED
+    assert outcome.run.error is not None
+    assert "orders.csv: lines 2–51 hold 50 non-blank lines but read as 49 records" in (
+        outcome.run.error
+    )
+    assert 'double its quotes ("a""b")' in outcome.run.error

@@ -4,10 +4,10 @@ Cutting a CSV source into chunks scans every byte of it for line ends and quotes
 idempotency key needs the SHA-256 of every byte first. Both must end before any chunk runs,
 and each keeps one core busy: one after the other, the second core idles through both.
 ``SourcePlan.begin`` starts the scan in a thread as soon as the input files are known, so
-the two run side by side; the chunk loop takes the
-plan with ``refs``. A run that needs no plan (its key already succeeded, it failed before
-streaming) stops the scan with ``cancel``. Parquet sources are planned from their footers as
-they are read, as before: nothing to begin.
+the two run side by side; the chunk loop takes the plan with ``refs``. A run that needs no
+plan (its key already succeeded, it failed before streaming) stops the scan with
+``cancel``. Parquet sources are planned from their footers as they are read, as before:
+nothing to begin.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class SourcePlan:
             kinds = checked_kinds(files, spec.source.format, spec.source.allow_pickle, None)
         except SignalFactoryError:
             return
-        if not files or set(kinds) != {"csv"} or spec.source.key is not None:
+        if set(kinds) != {"csv"} or spec.source.key is not None:
             return
         key = _key(files, spec, csv_types)
         if key is None or self._stop.is_set():
